@@ -1,0 +1,1 @@
+"""The Litestar application: REST controllers, the WebSocket gateway, the CLI."""

@@ -1,0 +1,69 @@
+"""``create_app``: the Litestar application (REST, WebSocket, OpenAPI at /schema, metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from app.controllers.auth import AuthController, MeController
+from app.controllers.conversations import ConversationController
+from app.controllers.health import HealthController
+from app.controllers.unread import UnreadController
+from app.deps import SERVICES
+from app.errors import handle_exception
+from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.settings import Settings
+
+log = logging.getLogger("parley.app")
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; services are created in the lifespan, never at import."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services: Services = bootstrap(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    prometheus = PrometheusConfig(app_name="parley", prefix="parley", group_path=True, exclude=["/metrics", "/health"])
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            MeController,
+            ConversationController,
+            UnreadController,
+            HealthController,
+            MetricsController,
+        ],
+        dependencies=SERVICES,
+        lifespan=[lifespan],
+        exception_handlers={Exception: handle_exception},
+        middleware=[prometheus.middleware],
+        request_max_body_size=settings.limits.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=list(origins)) if (origins := settings.server.allowed_origins) else None,
+        openapi_config=OpenAPIConfig(
+            title="Parley",
+            version="1",
+            description="Real-time chat with an AI assistant in the room. See docs/protocol.md.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

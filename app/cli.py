@@ -1,0 +1,136 @@
+"""The ``parley`` command: every role of the system, one sub-command each (see ``parley --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+
+from infrastructure.settings import Settings, SettingsError, describe_settings
+
+log = logging.getLogger("parley.cli")
+
+#: Roles that a later issue builds. They refuse to run rather than pretend.
+NOT_BUILT: dict[str, str] = {
+    "relay": "the outbox relay (flow 2) is not built yet",
+    "streams": "the stream-lag report comes with the relay, which is not built yet",
+    "projector": "the read-model projector (flow 4) is not built yet",
+    "worker": "the arq worker (assistant replies and embeddings, flow 5) is not built yet",
+    "projections": "projection rebuilds come with the read-model projector, which is not built yet",
+}
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"parley: configuration error: {exc}")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from infrastructure.migrate import upgrade_head
+
+    settings = _settings()
+    upgrade_head(settings.database.url)
+    print("database is at the head revision")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _settings()  # fail fast, before uvicorn imports the app
+    uvicorn.run(
+        "app.asgi:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        ws_max_size=int(os.environ.get("PARLEY_LIMIT_MAX_FRAME_BYTES", 64 * 1024)),
+        log_level=os.environ.get("PARLEY_LOG_LEVEL", "info").lower(),
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from app.dev import run_dev
+
+    return run_dev(host=args.host, port=args.port)
+
+
+def cmd_grant_admin(args: argparse.Namespace) -> int:
+    from infrastructure.bootstrap import bootstrap
+
+    async def grant() -> None:
+        services = bootstrap(_settings())
+        try:
+            user = await services.auth.grant_admin(args.email)
+            print(f"{user.email} is now an administrator")
+        finally:
+            await services.close()
+
+    asyncio.run(grant())
+    return 0
+
+
+def _not_built(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"parley {name}: {NOT_BUILT[name]}.", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    settings_help = "\n".join(f"  {env:<26} {textwrap.shorten(text, 90)}" for env, text in describe_settings())
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description="Parley: real-time chat with an AI assistant in the room.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="settings (environment variables):\n" + settings_help,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL and Redis if unset)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.set_defaults(run=cmd_dev)
+
+    sub.add_parser("migrate", help="upgrade the database schema to the head revision").set_defaults(run=cmd_migrate)
+
+    api = sub.add_parser("api", help="serve REST and WebSocket (one node)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=cmd_api)
+
+    for name in ("relay", "projector", "worker", "streams"):
+        sub.add_parser(name, help=f"(not built yet) {NOT_BUILT[name]}").set_defaults(run=_not_built(name))
+    projections = sub.add_parser("projections", help="(not built yet) rebuild read models")
+    projections.add_argument("action", choices=["rebuild"])
+    projections.set_defaults(run=_not_built("projections"))
+
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    grant = users_sub.add_parser("grant-admin", help="make a registered user an administrator")
+    grant.add_argument("email")
+    grant.set_defaults(run=cmd_grant_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("PARLEY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

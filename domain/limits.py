@@ -1,0 +1,48 @@
+"""Product limits (protocol.md "Limits") and the pure checks that enforce them."""
+
+from __future__ import annotations
+
+import msgspec
+
+from domain.errors import InvalidInput, TooLarge
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Defaults are the published ones; every value is configurable through settings."""
+
+    max_text_chars: int = 4000
+    max_title_chars: int = 200
+    max_frame_bytes: int = 64 * 1024
+    max_body_bytes: int = 64 * 1024
+    messages_per_second: float = 10.0
+    message_burst: int = 20
+    sockets_per_user: int = 10
+    joins_per_socket: int = 100
+    max_participants_per_request: int = 100
+    max_page_size: int = 200
+
+
+def clean_text(text: str, limits: Limits) -> str:
+    """Trim a message text and check its length; the trimmed text is what gets stored."""
+    trimmed = text.strip()
+    if not trimmed:
+        raise InvalidInput("text must not be empty")
+    if len(trimmed) > limits.max_text_chars:
+        raise TooLarge(f"text is longer than {limits.max_text_chars} characters")
+    return trimmed
+
+
+def clean_title(title: str, limits: Limits) -> str:
+    trimmed = title.strip()
+    if not trimmed:
+        raise InvalidInput("title must not be empty")
+    if len(trimmed) > limits.max_title_chars:
+        raise TooLarge(f"title is longer than {limits.max_title_chars} characters")
+    return trimmed
+
+
+def clean_client_msg_id(client_msg_id: str) -> str:
+    """Client ids are opaque to us but bounded: they are part of a unique index."""
+    if not client_msg_id or len(client_msg_id) > 100:
+        raise InvalidInput("client_msg_id must be 1 to 100 characters")
+    return client_msg_id

@@ -1,0 +1,84 @@
+"""Ports: what the use-case handlers need from the outside world, as Protocols.
+
+``infrastructure/db`` implements them on PostgreSQL; ``tests/unit/fakes.py`` in memory.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+from uuid import UUID
+
+from domain.model import Conversation
+from domain.values import Message, Participant
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class ConversationRepository(Protocol):
+    async def get(self, conversation_id: UUID, *, viewer_id: UUID) -> Conversation | None:
+        """Load without locking; ``viewer_role`` is filled from ``viewer_id``'s membership."""
+
+    async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
+        """Load and take the row lock that orders writers of this conversation until commit."""
+
+    async def add(self, conversation: Conversation) -> None: ...
+
+    async def save(self, conversation: Conversation) -> None:
+        """Write back title, assistant settings, ``last_seq`` and ``updated_at``."""
+
+    async def delete(self, conversation_id: UUID) -> None: ...
+
+
+class MessageRepository(Protocol):
+    async def add(self, message: Message) -> bool:
+        """Insert; False when (conversation, sender, client_msg_id) is already stored."""
+
+    async def by_client_msg_id(self, conversation_id: UUID, sender_id: UUID, client_msg_id: str) -> Message | None: ...
+
+
+class ParticipantRepository(Protocol):
+    async def get(self, conversation_id: UUID, user_id: UUID) -> Participant | None: ...
+
+    async def member_ids(self, conversation_id: UUID) -> list[UUID]: ...
+
+    async def add(self, participant: Participant) -> bool:
+        """Insert; False when the user already is a member."""
+
+    async def remove(self, conversation_id: UUID, user_id: UUID) -> bool: ...
+
+    async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None: ...
+
+
+class UserDirectory(Protocol):
+    async def existing(self, user_ids: list[UUID]) -> set[UUID]:
+        """The subset of ``user_ids`` that are registered users."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction. ``commit`` also writes the events recorded by the aggregates to the outbox."""
+
+    @property
+    def conversations(self) -> ConversationRepository: ...
+
+    @property
+    def messages(self) -> MessageRepository: ...
+
+    @property
+    def participants(self) -> ParticipantRepository: ...
+
+    @property
+    def users(self) -> UserDirectory: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...

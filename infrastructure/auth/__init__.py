@@ -1,0 +1,1 @@
+"""Authentication: Argon2 passwords, JWT access tokens, rotating refresh tokens, revocation, WS tickets."""

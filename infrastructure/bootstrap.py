@@ -1,0 +1,75 @@
+"""Composition root: builds the long-lived clients once (engine, Redis, auth) from settings.
+
+The API's lifespan, the workers' start-up and the CLI all call ``bootstrap``; nothing is built at import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from infrastructure.auth.service import AuthService
+from infrastructure.db.unit_of_work import SqlUnitOfWork
+from infrastructure.redis.rate_limit import SendRateLimiter
+from infrastructure.settings import Settings
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    auth: AuthService
+    send_limiter: SendRateLimiter
+    clock: SystemClock
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, shard_count=self.settings.redis.shard_count)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        pool_pre_ping=True,  # a restarted Postgres leaves dead connections in the pool
+        pool_recycle=1800,
+    )
+
+
+def create_redis(settings: Settings) -> Redis:
+    client: Redis = Redis.from_url(
+        settings.redis.url,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=True,
+    )
+    return client
+
+
+def bootstrap(settings: Settings) -> Services:
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    return Services(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        auth=AuthService(engine, redis, settings.auth),
+        send_limiter=SendRateLimiter(
+            redis, rate=settings.limits.messages_per_second, burst=settings.limits.message_burst
+        ),
+        clock=SystemClock(),
+    )

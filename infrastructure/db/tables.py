@@ -1,0 +1,129 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations are the only way the schema changes;
+``tests/integration/test_migrations.py`` checks these definitions and the migrated schema agree."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_now = sa.text("now()")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False, server_default="user"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("role IN ('user', 'admin')", name="role"),
+    sa.Index("uq_users_lower_email", sa.text("lower(email)"), unique=True),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("owner_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # The per-conversation sequence: bumped under the row lock by every post.
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("assistant_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("assistant_model", sa.Text),
+    sa.Column("assistant_system_prompt", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+participants = sa.Table(
+    "participants",
+    metadata,
+    sa.Column(
+        "conversation_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("conversations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.Text, nullable=False, server_default="member"),
+    sa.Column("last_read_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("role IN ('owner', 'member')", name="role"),
+    # "my conversations" looks members up by user.
+    sa.Index("ix_participants_user_id", "user_id"),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "conversation_id", pg.UUID(as_uuid=True), sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    # NULL for the assistant and system messages.
+    sa.Column("sender_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("client_msg_id", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column(
+        "search",
+        pg.TSVECTOR,
+        sa.Computed("to_tsvector('simple', text)", persisted=True),
+    ),
+    sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
+    sa.CheckConstraint("seq > 0", name="seq_positive"),
+    # History pages and replay read by (conversation, seq): this unique index serves both.
+    sa.UniqueConstraint("conversation_id", "seq"),
+    # Idempotent sends. NULL sender/client ids never collide (NULLs are distinct), which is what we want.
+    sa.UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
+    sa.Index("ix_messages_search", "search", postgresql_using="gin"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("shard", sa.Integer, nullable=False),
+    # The event encoded once by domain.events.encode; relayed to Redis byte for byte.
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    # The relay claims the oldest rows of the shards it owns.
+    sa.Index("ix_outbox_shard_id", "shard", "id"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    # sha256 of the opaque token; the token itself is never stored.
+    sa.Column("token_hash", sa.LargeBinary, primary_key=True),
+    sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # All tokens descended from one login; reuse of a rotated token revokes the whole family.
+    sa.Column("family_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Index("ix_refresh_tokens_family_id", "family_id"),
+)
+
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    # Access-token jtis refused after logout; the record of truth (Redis only caches it).
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Redis: event streams, presence, rate limits, WS tickets and the revocation cache."""

@@ -1,0 +1,196 @@
+"""Settings: one frozen section per concern, read from the environment once, failing fast on bad values.
+
+Tests and tools build ``Settings(...)`` directly; only ``Settings.from_env`` reads ``os.environ``.
+Every field's docstring is printed by ``parley --help`` (see ``describe_settings``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from domain.limits import Limits
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; raised at start-up, never later."""
+
+
+def setting(env: str, default: Any, help: str) -> Any:
+    """A settings field: its environment variable and help text travel with it (``parley --help``)."""
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    url: str = setting(
+        "DATABASE_URL",
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/parley",
+        "SQLAlchemy URL; ``postgresql://`` is accepted and given the asyncpg driver.",
+    )
+    pool_size: int = setting("DATABASE_POOL_SIZE", 20, "connections kept per process.")
+    max_overflow: int = setting("DATABASE_MAX_OVERFLOW", 10, "extra connections allowed under bursts.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    url: str = setting(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", "the Redis holding streams, presence, rate limits and WS tickets."
+    )
+    shard_count: int = setting(
+        "PARLEY_SHARDS", 8, "number of event streams; fixed for the life of a deployment (it routes conversations)."
+    )
+    stream_maxlen: int = setting(
+        "PARLEY_STREAM_MAXLEN", 100_000, "approximate cap per shard stream; size it from the consumer lag you tolerate."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    jwt_secret: str = setting(
+        "JWT_SECRET", "", "HS256 signing secret (at least 32 bytes). Required unless JWT_PRIVATE_KEY is set."
+    )
+    jwt_algorithm: str = setting(
+        "JWT_ALGORITHM", "HS256", "HS256, RS256 or ES256; only this one algorithm is accepted."
+    )
+    jwt_private_key: str = setting("JWT_PRIVATE_KEY", "", "PEM key for RS256/ES256 signing.")
+    jwt_public_key: str = setting(
+        "JWT_PUBLIC_KEY", "", "PEM key for RS256/ES256 verification (an external issuer's key works too)."
+    )
+    jwt_issuer: str = setting("JWT_ISSUER", "parley", "the ``iss`` claim issued and required.")
+    jwt_audience: str = setting("JWT_AUDIENCE", "parley-api", "the ``aud`` claim issued and required.")
+    access_ttl_seconds: int = setting("JWT_ACCESS_TTL", 900, "lifetime of access tokens.")
+    refresh_ttl_seconds: int = setting(
+        "JWT_REFRESH_TTL", 30 * 24 * 3600, "lifetime of refresh tokens (rotated on every use)."
+    )
+    ws_ticket_ttl_seconds: int = setting("PARLEY_WS_TICKET_TTL", 30, "lifetime of single-use WebSocket tickets.")
+    admin_emails: tuple[str, ...] = setting(
+        "PARLEY_ADMIN_EMAILS", (), "comma-separated emails that become admins when they register."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMSettings:
+    provider: str = setting(
+        "LLM_PROVIDER", "offline", "anthropic, openai or offline (a local stand-in that needs no network)."
+    )
+    model: str = setting("LLM_MODEL", "claude-sonnet-4-5", "default model for conversations that do not pick one.")
+    anthropic_api_key: str = setting("ANTHROPIC_API_KEY", "", "key for the anthropic provider.")
+    anthropic_base_url: str = setting(
+        "ANTHROPIC_BASE_URL", "", "override the Messages API address (tests point it at a local server)."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    node_id: str = setting(
+        "PARLEY_NODE_ID", "", "this WS node's name; its consumer group is ``node:{node_id}``. Default: hostname-pid."
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "PARLEY_ALLOWED_ORIGINS", (), "comma-separated Origins allowed to open WebSockets (empty: same host only)."
+    )
+    debug: bool = setting("PARLEY_DEBUG", False, "include tracebacks in logs (never in responses).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings = cls(
+            database=_section(DatabaseSettings, env),
+            redis=_section(RedisSettings, env),
+            auth=_section(AuthSettings, env),
+            llm=_section(LLMSettings, env),
+            server=_section(ServerSettings, env),
+            limits=_limits(env),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        auth = self.auth
+        if auth.jwt_algorithm not in {"HS256", "RS256", "ES256"}:
+            raise SettingsError("JWT_ALGORITHM must be HS256, RS256 or ES256")
+        if auth.jwt_algorithm == "HS256" and len(auth.jwt_secret.encode()) < 32:
+            raise SettingsError("JWT_SECRET must be set to at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        if auth.jwt_algorithm != "HS256" and not auth.jwt_public_key:
+            raise SettingsError(f"{auth.jwt_algorithm} needs JWT_PUBLIC_KEY (and JWT_PRIVATE_KEY to issue tokens)")
+        if self.redis.shard_count < 1:
+            raise SettingsError("PARLEY_SHARDS must be at least 1")
+        if self.llm.provider not in {"anthropic", "openai", "offline"}:
+            raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
+
+
+#: Limits are configurable as PARLEY_LIMIT_<FIELD> (e.g. PARLEY_LIMIT_MAX_TEXT_CHARS=8000).
+LIMIT_PREFIX = "PARLEY_LIMIT_"
+
+
+def _convert(raw: str, default: Any, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
+
+
+def _section(cls: Any, env: Mapping[str, str]) -> Any:
+    defaults = cls()
+    values = {}
+    for f in fields(cls):
+        name = f.metadata["env"]
+        if name in env:
+            values[f.name] = _convert(env[name], getattr(defaults, f.name), name)
+    if cls is DatabaseSettings and "url" in values:
+        values["url"] = async_database_url(values["url"])
+    return cls(**values)
+
+
+def _limits(env: Mapping[str, str]) -> Limits:
+    defaults = Limits()
+    values = {}
+    for name in Limits.__struct_fields__:
+        key = LIMIT_PREFIX + name.upper()
+        if key in env:
+            values[name] = _convert(env[key], getattr(defaults, name), key)
+    return Limits(**values)
+
+
+def async_database_url(url: str) -> str:
+    """Accept the usual ``postgresql://`` / ``postgres://`` URLs and use the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+
+
+def describe_settings() -> list[tuple[str, str]]:
+    """(environment variable, help) for every setting, for ``parley --help``."""
+    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings)
+    rows = [(f.metadata["env"], f.metadata["help"]) for cls in sections for f in fields(cls)]
+    rows.append((LIMIT_PREFIX + "<NAME>", "override a limit: " + ", ".join(Limits.__struct_fields__)))
+    return rows
+
+
+def dev_secret() -> str:
+    """A throwaway secret for `parley dev` when JWT_SECRET is unset (tokens die with the process)."""
+    return secrets.token_hex(32)

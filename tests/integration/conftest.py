@@ -1,0 +1,90 @@
+"""Integration fixtures: the app in-process over real PostgreSQL and Redis, and users made through it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+from litestar.testing import AsyncTestClient
+
+from app.asgi import create_app
+from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.settings import Settings
+from tests.factories import ConversationCreateFactory, RegisterBodyFactory
+
+
+@dataclass
+class TestUser:
+    id: UUID
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+async def services(settings: Settings, clean_state: None) -> AsyncIterator[Services]:
+    built = bootstrap(settings)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, clean_state: None) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+MakeUser = Callable[..., Awaitable[TestUser]]
+
+
+@pytest.fixture
+def make_user(client: AsyncTestClient[Any]) -> MakeUser:
+    async def create(**overrides: Any) -> TestUser:
+        body = RegisterBodyFactory.build(**overrides)
+        response = await client.post("/api/auth/register", content=msgspec.json.encode(body))
+        assert response.status_code == 201, response.text
+        data = response.json()
+        return TestUser(
+            id=UUID(data["user"]["id"]),
+            email=body.email,
+            password=body.password,
+            access_token=data["access_token"],
+            refresh_token=data["refresh_token"],
+        )
+
+    return create
+
+
+MakeConversation = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def make_conversation(client: AsyncTestClient[Any]) -> MakeConversation:
+    async def create(owner: TestUser, *members: TestUser, **overrides: Any) -> dict[str, Any]:
+        body = ConversationCreateFactory.build(participant_ids=[m.id for m in members], **overrides)
+        response = await client.post("/api/conversations", content=msgspec.json.encode(body), headers=owner.headers)
+        assert response.status_code == 201, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    return create
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the error envelope with this status and code."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error

@@ -1,0 +1,1 @@
+"""Background roles: the outbox relay, read-model projectors, arq jobs, the janitor."""
