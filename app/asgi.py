@@ -12,12 +12,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception
+from app.ws.gateway import gateway
+from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.settings import Settings
 
@@ -36,10 +39,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services: Services = bootstrap(settings)
+        node = Node(services)
         app.state.services = services
+        app.state.node = node
+        await node.start()
         try:
             yield
         finally:
+            await node.stop()
             await services.close()
 
     prometheus = PrometheusConfig(app_name="parley", prefix="parley", group_path=True, exclude=["/metrics", "/health"])
@@ -50,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             UnreadController,
             HealthController,
+            AdminController,
             MetricsController,
+            gateway,
         ],
         dependencies=SERVICES,
         lifespan=[lifespan],

@@ -16,8 +16,6 @@ log = logging.getLogger("parley.cli")
 
 #: Roles that a later issue builds. They refuse to run rather than pretend.
 NOT_BUILT: dict[str, str] = {
-    "relay": "the outbox relay (flow 2) is not built yet",
-    "streams": "the stream-lag report comes with the relay, which is not built yet",
     "projector": "the read-model projector (flow 4) is not built yet",
     "worker": "the arq worker (assistant replies and embeddings, flow 5) is not built yet",
     "projections": "projection rebuilds come with the read-model projector, which is not built yet",
@@ -43,17 +41,45 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _settings()  # fail fast, before uvicorn imports the app
+    settings = _settings()  # fail fast, before uvicorn imports the app
     uvicorn.run(
         "app.asgi:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         proxy_headers=True,
-        ws_max_size=int(os.environ.get("PARLEY_LIMIT_MAX_FRAME_BYTES", 64 * 1024)),
+        # Protocol-level pings: an idle socket that does not answer within the timeout is dropped.
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        ws_max_size=settings.limits.max_frame_bytes,
         log_level=os.environ.get("PARLEY_LOG_LEVEL", "info").lower(),
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from workers.outbox_relay import main as relay_main
+
+    asyncio.run(relay_main(_settings()))
+    return 0
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from infrastructure.bootstrap import bootstrap
+    from infrastructure.streams_report import build_report, render
+
+    async def report() -> str:
+        services = bootstrap(_settings())
+        try:
+            result = await build_report(services)
+        finally:
+            await services.close()
+        return msgspec.json.encode(result).decode() if args.json else render(result)
+
+    print(asyncio.run(report()))
     return 0
 
 
@@ -108,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000)
     api.set_defaults(run=cmd_api)
 
-    for name in ("relay", "projector", "worker", "streams"):
+    sub.add_parser("relay", help="publish committed outbox rows to Redis Streams (flow 2)").set_defaults(run=cmd_relay)
+    streams = sub.add_parser("streams", help="print stream lengths, consumer-group lag and the outbox backlog")
+    streams.add_argument("--json", action="store_true", help="machine-readable output")
+    streams.set_defaults(run=cmd_streams)
+
+    for name in ("projector", "worker"):
         sub.add_parser(name, help=f"(not built yet) {NOT_BUILT[name]}").set_defaults(run=_not_built(name))
     projections = sub.add_parser("projections", help="(not built yet) rebuild read models")
     projections.add_argument("action", choices=["rebuild"])

@@ -220,3 +220,28 @@ async def get_user(engine: AsyncEngine, user_id: UUID) -> User | None:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).one_or_none()
     return None if row is None else user_from_row(row)
+
+
+async def join_point(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> tuple[bool, bool, int]:
+    """(conversation exists, the user is a member, its last_seq) in one query, for WS joins."""
+    stmt = (
+        sa.select(conversations.c.last_seq, participants.c.user_id)
+        .select_from(
+            conversations.outerjoin(
+                participants,
+                sa.and_(participants.c.conversation_id == conversations.c.id, participants.c.user_id == user_id),
+            )
+        )
+        .where(conversations.c.id == conversation_id)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(stmt)).one_or_none()
+    if row is None:
+        return False, False, 0
+    return True, row.user_id is not None, int(row.last_seq)
+
+
+async def conversation_ids_of(engine: AsyncEngine, user_id: UUID) -> list[UUID]:
+    async with engine.connect() as conn:
+        stmt = sa.select(participants.c.conversation_id).where(participants.c.user_id == user_id)
+        return list((await conn.execute(stmt)).scalars())

@@ -1,0 +1,225 @@
+"""``GET /ws``: authenticate first, then one reader loop per socket (this handler) and one writer task.
+
+Close codes: 4401 authentication failed, 4403 Origin not allowed, 1008 too many sockets for the user,
+1009 frame too large, 1013 client too slow to keep up. Everything else is an ``error`` frame and the
+socket stays open: one bad frame never costs a client its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from app.deps import bearer_token
+from app.ws import frames
+from app.ws.connection import CatchUp, Connection
+from app.ws.fanout import Signal, publish_signal
+from app.ws.node import Node
+from domain import commands, handlers
+from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
+from infrastructure.bootstrap import Services
+from infrastructure.db import views
+
+log = logging.getLogger("parley.ws.gateway")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Browsers always send Origin; other clients usually do not. Litestar's CSRF protection skips
+    WebSockets, so a hostile page could otherwise open a socket riding on the victim's credentials."""
+    if origin is None:
+        return True
+    if origin in allowed or "*" in allowed:
+        return True
+    return urlsplit(origin).netloc == (host or "")
+
+
+async def authenticate(socket: WebSocket[Any, Any, Any], services: Services) -> UUID:
+    ticket = socket.query_params.get("ticket")
+    if ticket:
+        return await services.auth.redeem_ws_ticket(ticket)
+    claims = await services.auth.authenticate(bearer_token(socket.headers.get("authorization")))
+    return claims.user_id
+
+
+@websocket("/ws", name="gateway")
+async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
+    services: Services = socket.app.state.services
+    node: Node = socket.app.state.node
+    if not origin_allowed(
+        socket.headers.get("origin"), socket.headers.get("host"), services.settings.server.allowed_origins
+    ):
+        await _refuse(socket, CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        return
+    try:
+        user_id = await authenticate(socket, services)
+    except Unauthorized as exc:
+        await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
+        return
+    if await node.presence.live_sockets(user_id) >= services.settings.limits.sockets_per_user:
+        await _refuse(socket, CLOSE_POLICY, f"at most {services.settings.limits.sockets_per_user} sockets per user")
+        return
+    await socket.accept()
+    conn = Connection(
+        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, after, limit)
+    )
+    session = Session(conn, node, services)
+    await session.run()
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    """Accept then close, so the client sees the code (a refused handshake shows browsers nothing)."""
+    await socket.accept()
+    await socket.close(code=code, reason=reason)
+
+
+class Session:
+    """One authenticated socket: registration, presence, and the handling of each client frame."""
+
+    def __init__(self, conn: Connection, node: Node, services: Services) -> None:
+        self.conn = conn
+        self.node = node
+        self.services = services
+        self.limits = services.settings.limits
+
+    async def run(self) -> None:
+        hub, conn = self.node.hub, self.conn
+        hub.register(conn)
+        writer = asyncio.create_task(conn.run_writer())
+        try:
+            if await self.node.presence.connect(conn.user_id, conn.id):
+                await self._announce("online")
+            await self._read_loop(writer)
+        finally:
+            hub.unregister(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            with contextlib.suppress(Exception):
+                if await self.node.presence.disconnect(conn.user_id, conn.id):
+                    await self._announce("offline")
+
+    async def _read_loop(self, writer: asyncio.Task[None]) -> None:
+        socket = self.conn.socket
+        while not writer.done():
+            try:
+                event = await socket.receive()
+            except WebSocketDisconnect:
+                return
+            if event["type"] == "websocket.disconnect":
+                return
+            data = event.get("text")
+            if not isinstance(data, str):
+                self.conn.offer(frames.error_frame("VALIDATION", "binary frames are not supported; send JSON text"))
+                continue
+            if len(data) > self.limits.max_frame_bytes:
+                self.conn.close(CLOSE_TOO_BIG, f"frames are limited to {self.limits.max_frame_bytes} bytes")
+                return
+            await self.handle(data)
+
+    async def handle(self, data: str) -> None:
+        ref: str | None = None
+        try:
+            frame = frames.decode(data)
+            ref = _ref_of(frame)
+            await self._dispatch(frame)
+        except frames.FrameError as exc:
+            self.conn.offer(frames.error_frame("VALIDATION", exc.message, ref))
+        except DomainError as exc:
+            self.conn.offer(frames.domain_error_frame(exc, ref))
+        except Exception:
+            error_ref = ref or uuid.uuid4().hex[:12]
+            log.exception("frame failed for user %s (ref %s)", self.conn.user_id, error_ref)
+            self.conn.offer(frames.error_frame("INTERNAL", "internal error", error_ref))
+
+    async def _dispatch(self, frame: frames.ClientFrame) -> None:
+        match frame:
+            case frames.Join():
+                await self._join(frame)
+            case frames.Leave(conversation_id=cid):
+                self.node.hub.unsubscribe(self.conn, cid)
+                self.conn.offer(frames.frame("left", conversation_id=str(cid)))
+            case frames.Send():
+                await self._send(frame)
+            case frames.Read(conversation_id=cid, seq=seq):
+                cmd = commands.MarkRead(conversation_id=cid, user_id=self.conn.user_id, seq=seq)
+                await handlers.mark_read(cmd, self.services.uow(), self.services.clock)
+            case frames.Typing(conversation_id=cid, active=active):
+                if cid not in self.conn.cursors:
+                    raise Forbidden("join the conversation before sending typing")
+                await publish_signal(
+                    self.services.redis,
+                    Signal(kind="typing", user_id=str(self.conn.user_id), conversation_ids=[str(cid)], active=active),
+                )
+            case frames.Cancel() | frames.Resume():
+                raise NotFound("no such reply: the assistant is not enabled on this server yet")
+            case frames.Ping():
+                self.conn.offer(frames.frame("pong"))
+
+    async def _join(self, frame: frames.Join) -> None:
+        cid = frame.conversation_id
+        if cid not in self.conn.cursors and len(self.conn.cursors) >= self.limits.joins_per_socket:
+            raise TooLarge(f"at most {self.limits.joins_per_socket} joined conversations per socket; leave one first")
+        exists, member, last_seq = await views.join_point(self.services.engine, cid, self.conn.user_id)
+        if not exists:
+            raise NotFound("conversation not found")
+        if not member:
+            raise NotAParticipant()
+        hub = self.node.hub
+        hub.seen_seq[cid] = max(hub.seen_seq.get(cid, 0), last_seq)
+        start = last_seq if frame.after_seq is None else min(frame.after_seq, last_seq)
+        hub.subscribe(self.conn, cid, start)
+        self.conn.offer(frames.frame("joined", conversation_id=str(cid), last_seq=last_seq))
+        if start < last_seq:
+            self.conn.offer(CatchUp(cid))
+
+    async def _send(self, frame: frames.Send) -> None:
+        await self.services.send_limiter.check(self.conn.user_id)
+        cmd = commands.PostMessage(
+            conversation_id=frame.conversation_id,
+            sender_id=self.conn.user_id,
+            client_msg_id=frame.client_msg_id,
+            text=frame.text,
+        )
+        result = await handlers.post_message(cmd, self.services.uow(), self.services.clock, self.limits)
+        self.conn.offer(
+            frames.frame(
+                "ack",
+                client_msg_id=frame.client_msg_id,
+                status="duplicate" if result.duplicate else "accepted",
+                id=str(result.message.id),
+                seq=result.message.seq,
+                conversation_id=str(frame.conversation_id),
+            )
+        )
+
+    async def _announce(self, status: str) -> None:
+        conversation_ids = await views.conversation_ids_of(self.services.engine, self.conn.user_id)
+        await publish_signal(
+            self.services.redis,
+            Signal(
+                kind="presence",
+                user_id=str(self.conn.user_id),
+                conversation_ids=[str(c) for c in conversation_ids],
+                status=status,
+            ),
+        )
+
+
+def _ref_of(frame: frames.ClientFrame) -> str | None:
+    if isinstance(frame, frames.Send):
+        return frame.client_msg_id
+    conversation_id = getattr(frame, "conversation_id", None)
+    return None if conversation_id is None else str(conversation_id)

@@ -1,0 +1,131 @@
+"""The WS node's background work, started in the app lifespan: event and signal fan-out, presence
+heartbeats, the lag safety net, and the janitor for consumer groups of dead nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from app.ws.fanout import EventFanout, SignalFanout
+from app.ws.hub import Hub
+from infrastructure.bootstrap import Services
+from infrastructure.db.tables import conversations
+from infrastructure.redis import groups, streams
+from infrastructure.redis.presence import PRESENCE_TTL_SECONDS, Presence
+
+log = logging.getLogger("parley.ws.node")
+
+#: Maintenance tick. Jittered so that nodes started together do not hit Redis and Postgres in step.
+TICK_SECONDS = PRESENCE_TTL_SECONDS / 3
+#: The janitor runs every this many ticks.
+JANITOR_EVERY_TICKS = 6
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Node:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.node_id = services.settings.server.node_id or default_node_id()
+        self.hub = Hub()
+        self.presence = Presence(services.redis)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._epoch: str | None = None
+        #: Conversations whose Postgres last_seq was ahead of what the stream brought at the last tick.
+        self._behind: dict[UUID, int] = {}
+
+    async def start(self) -> None:
+        redis = self.services.redis
+        await groups.mark_node_alive(redis, self.node_id)  # before the groups exist: the janitor spares us
+        self._epoch = await streams.ensure_epoch(redis)
+        fanout = EventFanout(
+            redis, self.hub, node_id=self.node_id, shard_count=self.services.settings.redis.shard_count
+        )
+        await fanout.setup()
+        signals = SignalFanout(redis, self.hub)
+        self._tasks = [
+            asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
+            asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
+            asyncio.create_task(self._guard(self._maintain, "maintenance")),
+        ]
+        log.info("WS node %s started", self.node_id)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await groups.mark_node_gone(self.services.redis, self.node_id)
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
+        """Keep a background loop alive: log an unexpected error and start the loop again."""
+        while not self._stop.is_set():
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in 1s", name)
+                await asyncio.sleep(1)
+
+    async def _maintain(self) -> None:
+        tick = 0
+        while not self._stop.is_set():
+            await asyncio.sleep(TICK_SECONDS * random.uniform(0.8, 1.0))
+            tick += 1
+            try:
+                await self._tick(tick)
+            except Exception as exc:  # one failed tick must not end maintenance
+                log.warning("maintenance tick failed: %s", exc)
+
+    async def _tick(self, tick: int) -> None:
+        redis = self.services.redis
+        await groups.mark_node_alive(redis, self.node_id)
+        await self.presence.heartbeat((c.user_id, c.id) for c in list(self.hub.connections))
+        epoch = await streams.ensure_epoch(redis)
+        if epoch != self._epoch:
+            log.warning("Redis epoch changed (%s -> %s): Redis lost data; resyncing local sockets", self._epoch, epoch)
+            self._epoch = epoch
+            self.hub.resync_all()
+        await self._check_lag()
+        if tick % JANITOR_EVERY_TICKS == 0:
+            await groups.remove_dead_node_groups(redis, self.services.settings.redis.shard_count)
+
+    async def _check_lag(self) -> None:
+        """Safety net for lost stream tails: a conversation whose Postgres seq stayed ahead of what the
+        stream delivered for a whole tick gets its local subscribers caught up from Postgres."""
+        joined = self.hub.joined_conversations()
+        if not joined:
+            self._behind.clear()
+            return
+        async with self.services.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(conversations.c.id, conversations.c.last_seq).where(conversations.c.id.in_(joined))
+                )
+            ).all()
+        behind: dict[UUID, int] = {}
+        for conversation_id, last_seq in rows:
+            if last_seq > self.hub.seen_seq.get(conversation_id, 0):
+                if self._behind.get(conversation_id, last_seq + 1) <= last_seq:
+                    log.info("conversation %s: stream behind Postgres for a tick; resyncing", conversation_id)
+                    self.hub.seen_seq[conversation_id] = last_seq
+                    self.hub.resync(conversation_id)
+                else:
+                    behind[conversation_id] = last_seq
+        self._behind = behind

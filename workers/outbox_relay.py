@@ -1,0 +1,152 @@
+"""Flow 2, the outbox relay (`parley relay`): committed outbox rows -> Redis Streams, then deleted.
+
+Each batch is one transaction: take the shards' advisory locks (transaction-scoped, so at most one
+relay publishes a shard at any moment and per-conversation order holds), claim the oldest rows of the
+shards we locked ``FOR UPDATE SKIP LOCKED``, XADD them in one pipeline, delete them, commit. A crash
+between XADD and commit leaves the rows for the next batch: they are published again, and consumers
+absorb the duplicates by seq. Any number of relays may run; extra ones are hot standbys that take
+shards whenever the active one does not hold them.
+
+Wake-ups come from ``LISTEN parley_outbox`` (every committing post NOTIFYs), with a slow poll as a
+safety net for lost notifications and for rows left by a crashed relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.db.unit_of_work import OUTBOX_CHANNEL
+from infrastructure.redis import streams
+from infrastructure.settings import Settings
+
+log = logging.getLogger("parley.relay")
+
+#: Advisory-lock namespace (first key of the two-int form); the second key is the shard number.
+LOCK_NAMESPACE = 0x5041524C  # "PARL"
+#: Rows per batch: large enough to amortise the round trips, small enough to keep transactions short.
+BATCH_SIZE = 500
+#: Safety-net poll when no NOTIFY arrives (lost notification, rows left by a crashed relay).
+POLL_SECONDS = 1.0
+
+PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
+BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
+BACKLOG = Gauge("parley_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
+
+_CLAIM = sa.text(
+    """
+    WITH mine AS MATERIALIZED (
+        SELECT s FROM generate_series(0, :shards - 1) AS s
+        WHERE pg_try_advisory_xact_lock(:ns, s)
+    )
+    SELECT id, shard, event_type, payload FROM outbox
+    WHERE shard IN (SELECT s FROM mine)
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+_DELETE = sa.text("DELETE FROM outbox WHERE id = ANY(:ids)")
+
+
+class OutboxRelay:
+    def __init__(self, services: Services, *, batch_size: int = BATCH_SIZE, poll_seconds: float = POLL_SECONDS):
+        self._services = services
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many events it published."""
+        settings = self._services.settings
+        started = time.perf_counter()
+        async with self._services.engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    _CLAIM, {"shards": settings.redis.shard_count, "ns": LOCK_NAMESPACE, "limit": self._batch_size}
+                )
+            ).all()
+            if not rows:
+                return 0
+            batch = [streams.OutboxEntry(r.id, r.shard, r.event_type, bytes(r.payload)) for r in rows]
+            await streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
+            await conn.execute(_DELETE, {"ids": [e.id for e in batch]})
+        PUBLISHED.inc(len(batch))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return len(batch)
+
+    async def drain(self) -> int:
+        total = 0
+        while not self._stopping.is_set():
+            published = await self.relay_once()
+            total += published
+            if published < self._batch_size:
+                return total
+        return total
+
+    async def run(self) -> None:
+        """Until ``stop``: drain on every NOTIFY or poll tick; back off while Postgres or Redis are down."""
+        await streams.ensure_epoch(self._services.redis)
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                async with self._services.engine.connect() as listen_conn:
+                    raw: Any = (await listen_conn.get_raw_connection()).driver_connection
+                    await raw.add_listener(OUTBOX_CHANNEL, self._on_notify)
+                    log.info("relay listening on %s", OUTBOX_CHANNEL)
+                    while not self._stopping.is_set():
+                        await self.drain()
+                        backoff = 0.1
+                        await self._sleep()
+                        if raw.is_closed():
+                            raise ConnectionError("LISTEN connection closed")
+            except (OSError, RedisError, OperationalError, DBAPIError, ConnectionError) as exc:
+                log.warning("relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _sleep(self) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        except TimeoutError:
+            await self._sample_backlog()
+
+    async def _sample_backlog(self) -> None:
+        async with self._services.engine.connect() as conn:
+            BACKLOG.set((await conn.execute(sa.text("SELECT count(*) FROM outbox"))).scalar_one())
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+
+async def main(settings: Settings | None = None) -> None:
+    services = bootstrap(settings or Settings.from_env())
+    relay = OutboxRelay(services)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, relay.stop)
+    try:
+        await relay.run()
+    finally:
+        await services.close()
+        log.info("relay stopped")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main())
