@@ -1,0 +1,73 @@
+"""End-to-end fixtures: a cluster of real processes (two API nodes and a relay) on a database and a
+Redis of its own, so tests can kill -9 any of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, start_redis
+from infrastructure.migrate import upgrade_head
+from tests.conftest import TEST_JWT_SECRET
+from tests.e2e.checker import History
+from tests.e2e.client import Api, ChatClient
+from tests.e2e.cluster import Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def e2e_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
+    """A database for the cluster alone (integration tests truncate theirs after every test)."""
+    if postgres is None:
+        return database_url
+    postgres.create_database("parley_e2e")
+    url = postgres.url("parley_e2e")
+    upgrade_head(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def e2e_redis(tmp_root: Path) -> Iterator[EmbeddedRedis]:
+    server = start_redis(tmp_root / "e2e-redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    built = Cluster.build(
+        database_url=e2e_database_url,
+        redis_url=e2e_redis.url,
+        log_dir=tmp_path_factory.mktemp("e2e-logs"),
+        jwt_secret=TEST_JWT_SECRET,
+        # These tests drive load through few users; the per-user limit is tested in test_ws_limits.py.
+        PARLEY_LIMIT_MESSAGES_PER_SECOND="5000",
+        PARLEY_LIMIT_MESSAGE_BURST="5000",
+    )
+    built.start()
+    try:
+        yield built
+    finally:
+        built.stop()
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Api:
+    return Api(cluster.nodes[0].base_url)
+
+
+@pytest.fixture
+def history() -> History:
+    return History()
+
+
+@pytest.fixture
+async def clients(history: History) -> AsyncIterator[list[ChatClient]]:
+    """Clients created by a test are closed after it."""
+    made: list[ChatClient] = []
+    yield made
+    for client in made:
+        await client.close()
