@@ -1,0 +1,1 @@
+"""Load benchmarks for Parley (run them as modules: ``python -m bench.<name>``)."""

@@ -1,0 +1,256 @@
+"""Load benchmark of the durable write path: ``domain.handlers.post_message`` against a bare INSERT.
+
+What it measures: N concurrent writers post M messages through the real handler and ``SqlUnitOfWork``
+(row lock on the conversation, seq bump, dedup lookup, message insert, read-cursor update, outbox
+row, NOTIFY, commit), timing every call and the whole run. It does so twice: spread over K
+conversations, and "hot", all writers on one conversation, where they queue on one row lock.
+
+The baseline runs in the same process, on the same engine and at the same concurrency: one
+``INSERT INTO messages`` per transaction, seq from a per-conversation ``itertools.count`` kept in
+Python, no lock, no outbox, no NOTIFY. It is the cheapest durable write of the same row into the same
+table (same indexes, same commit/fsync), so the ratio parley/baseline is the price of the
+guarantees: gapless ordered seqs, idempotent sends and an event that commits with its message.
+
+After each parley run it checks that every conversation's seqs are exactly 1..n and that one outbox
+row was written per message; the exit code is 1 if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from domain import commands, handlers
+from domain.limits import Limits
+from infrastructure.bootstrap import SystemClock
+from infrastructure.db.tables import conversations, messages, outbox, users
+from infrastructure.db.unit_of_work import SqlUnitOfWork
+from infrastructure.embedded import start_postgres
+from infrastructure.migrate import upgrade_head
+from infrastructure.settings import async_database_url
+
+SHARDS = 8
+TEXT = "the quick brown fox jumps over the lazy dog"
+CLOCK = SystemClock()
+LIMITS = Limits()
+COLUMNS = ("msgs/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "cpu %")
+
+#: One post: (message index, conversation id, sender id).
+Post = Callable[[int, UUID, UUID], Awaitable[None]]
+
+
+@dataclass
+class Result:
+    variant: str
+    scenario: str
+    conversations: int
+    messages: int
+    seconds: float
+    cpu_seconds: float  # this process's CPU time: near 100% of one core means the client is the bottleneck
+    latencies_ms: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        cuts = statistics.quantiles(self.latencies_ms, n=100, method="inclusive")
+        return {
+            "variant": self.variant, "scenario": self.scenario, "conversations": self.conversations,
+            "messages": self.messages, "seconds": round(self.seconds, 3),
+            "msgs_per_s": round(self.messages / self.seconds, 1), "p50_ms": round(cuts[49], 2),
+            "p95_ms": round(cuts[94], 2), "p99_ms": round(cuts[98], 2), "max_ms": round(max(self.latencies_ms), 2),
+            "client_cpu_pct": round(100 * self.cpu_seconds / self.seconds),
+        }  # fmt: skip
+
+
+async def drive(writers: int, total: int, conv_ids: list[UUID], user_ids: list[UUID], post: Post) -> Result:
+    """``writers`` tasks take message indexes from one counter until ``total`` are posted."""
+    counter = itertools.count()
+    latencies: list[float] = []
+
+    async def writer(sender: UUID) -> None:
+        while (i := next(counter)) < total:
+            started = time.perf_counter()
+            await post(i, conv_ids[i % len(conv_ids)], sender)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    async with asyncio.TaskGroup() as group:
+        for sender in user_ids[:writers]:
+            group.create_task(writer(sender))
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Result("", "", len(conv_ids), total, elapsed, cpu, latencies)
+
+
+def parley_post(engine: AsyncEngine, tag: str) -> Post:
+    async def post(i: int, conv_id: UUID, sender: UUID) -> None:
+        cmd = commands.PostMessage(conversation_id=conv_id, sender_id=sender, client_msg_id=f"{tag}-{i}", text=TEXT)
+        await handlers.post_message(cmd, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+
+    return post
+
+
+def baseline_post(engine: AsyncEngine, conv_ids: list[UUID], tag: str) -> Post:
+    seqs = {conv_id: itertools.count(1) for conv_id in conv_ids}
+    stmt = sa.insert(messages)
+
+    async def post(i: int, conv_id: UUID, sender: UUID) -> None:
+        row = {
+            "id": uuid4(), "conversation_id": conv_id, "seq": next(seqs[conv_id]), "sender_id": sender,
+            "role": "user", "text": TEXT, "client_msg_id": f"{tag}-{i}", "created_at": CLOCK.now(),
+        }  # fmt: skip
+        async with engine.begin() as conn:
+            await conn.execute(stmt, row)
+
+    return post
+
+
+async def create_users(engine: AsyncEngine, count: int) -> list[UUID]:
+    ids = [uuid4() for _ in range(count)]
+    rows = [{"id": u, "email": f"bench-{u}@example.invalid", "name": f"writer {u}", "password_hash": "x"} for u in ids]
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(users), rows)
+    return ids
+
+
+async def create_conversations(engine: AsyncEngine, count: int, user_ids: list[UUID]) -> list[UUID]:
+    """``count`` conversations owned by the first writer, with every writer a member."""
+    owner, others, step = user_ids[0], user_ids[1:], LIMITS.max_participants_per_request
+    ids: list[UUID] = []
+    for n in range(count):
+        start = commands.StartConversation(owner_id=owner, title=f"bench {n}", participant_ids=others[:step])
+        conv = await handlers.start_conversation(start, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+        for k in range(step, len(others), step):
+            add = commands.AddParticipants(conversation_id=conv.id, actor_id=owner, user_ids=others[k : k + step])
+            await handlers.add_participants(add, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+        ids.append(conv.id)
+    return ids
+
+
+async def scalar(engine: AsyncEngine, stmt: sa.Executable) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(stmt)).scalar_one()
+
+
+async def check(engine: AsyncEngine, conv_ids: list[UUID], posted: int, outbox_rows: int) -> tuple[bool, str]:
+    """Per conversation: seqs exactly 1..n and ``last_seq == n``; one outbox row per message."""
+    stmt = (
+        sa.select(sa.func.count(messages.c.id), sa.func.min(messages.c.seq), sa.func.max(messages.c.seq),
+                  sa.func.count(sa.distinct(messages.c.seq)), conversations.c.last_seq)
+        .select_from(conversations.outerjoin(messages, messages.c.conversation_id == conversations.c.id))
+        .where(conversations.c.id.in_(conv_ids))
+        .group_by(conversations.c.id)
+    )  # fmt: skip
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    gapless = sum(1 for n, lo, hi, distinct, last in rows if n == distinct == last == (hi or 0) and lo in (1, None))
+    total = sum(row[0] for row in rows)
+    ok = gapless == len(conv_ids) and total == posted == outbox_rows
+    return ok, f"seqs 1..n in {gapless}/{len(conv_ids)} convs, {total}/{posted} messages, {outbox_rows} outbox rows"
+
+
+async def warm_up(engine: AsyncEngine, writers: int, user_ids: list[UUID]) -> None:
+    """Open every pooled connection and let each prepare both scenarios' statements once."""
+    base_convs = await create_conversations(engine, 2, user_ids)
+    parley_convs = await create_conversations(engine, 2, user_ids)
+    await drive(writers, writers * 4, base_convs, user_ids, baseline_post(engine, base_convs, "warm"))
+    await drive(writers, writers * 4, parley_convs, user_ids, parley_post(engine, "warm"))
+
+
+async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tuple[str, bool, str]], str]:
+    engine = create_async_engine(url, pool_size=args.writers, max_overflow=0)
+    results: list[Result] = []
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        version = await scalar(engine, sa.text("SELECT version()"))
+        user_ids = await create_users(engine, args.writers)
+        await warm_up(engine, args.writers, user_ids)
+        for variant, k in (("spread", args.conversations), ("hot", 1)):
+            base_convs = await create_conversations(engine, k, user_ids)
+            parley_convs = await create_conversations(engine, k, user_ids)
+            base_post = baseline_post(engine, base_convs, "b")
+            base = await drive(args.writers, args.messages, base_convs, user_ids, base_post)
+            outbox_before = await scalar(engine, sa.select(sa.func.count()).select_from(outbox))
+            parley = await drive(args.writers, args.messages, parley_convs, user_ids, parley_post(engine, "p"))
+            outbox_rows = await scalar(engine, sa.select(sa.func.count()).select_from(outbox)) - outbox_before
+            base.variant = parley.variant = variant
+            base.scenario, parley.scenario = "baseline", "parley post"
+            results += [base, parley]
+            checks.append((variant, *await check(engine, parley_convs, args.messages, outbox_rows)))
+    finally:
+        await engine.dispose()
+    return results, checks, str(version)
+
+
+def report(args: argparse.Namespace, where: str, version: str, results: list[Result], checks: list[Any]) -> None:
+    def line(s: dict[str, Any]) -> str:
+        cells = (f"{s['msgs_per_s']:.0f}", *(f"{s[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")))
+        cells += (str(s["client_cpu_pct"]),)
+        return f"{s['variant']:<8}{s['conversations']:>6}  {s['scenario']:<12}" + "".join(f"{c:>9}" for c in cells)
+
+    print("Parley write-path benchmark")
+    print(f"machine   {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
+    print(f"postgres  {version}  ({where})")
+    print(f"load      {args.writers} writers, {args.messages} messages per scenario, pool_size={args.writers}\n")
+    head = f"{'variant':<8}{'convs':>6}  {'scenario':<12}" + "".join(f"{h:>9}" for h in COLUMNS)
+    print(head + "\n" + "-" * len(head))
+    rows = [r.summary() for r in results]
+    for base, parley in zip(rows[::2], rows[1::2], strict=True):
+        print(line(base) + "\n" + line(parley))
+        tput, p99 = parley["msgs_per_s"] / base["msgs_per_s"], parley["p99_ms"] / base["p99_ms"]
+        print(f"{'':<16}parley/baseline: throughput {tput:.2f}x, p99 {p99:.2f}x\n")
+    print("cpu % = this process's CPU time / wall time; near 100 the Python client, not PostgreSQL, is the limit\n")
+    for variant, ok, text in checks:
+        print(f"check {variant:<7}{'OK' if ok else 'FAIL'}  {text}")
+    if args.json:
+        machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
+        ok = all(ok for _, ok, _ in checks)
+        summary = {"machine": machine, "postgres": version, "writers": args.writers, "results": rows, "ok": ok}
+        print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.write_path", description=__doc__.splitlines()[0])
+    parser.add_argument("--writers", type=int, default=32, help="concurrent writers (and pool size)")
+    parser.add_argument("--messages", type=int, default=5000, help="messages per scenario")
+    parser.add_argument("--conversations", type=int, default=32, help="conversations of the spread variant")
+    parser.add_argument("--database-url", help="a disposable database (migrated first); default: embedded")
+    parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = parser.parse_args(argv)
+    if min(args.writers, args.conversations) < 1 or args.messages < 2:
+        parser.error("--writers and --conversations must be at least 1, --messages at least 2")
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+        pg = None
+        if args.database_url:
+            url = async_database_url(args.database_url)
+        else:
+            pg = start_postgres(Path(tmp) / "pg")
+            pg.create_database(f"bench_{os.getpid()}")
+            url = pg.url(f"bench_{os.getpid()}")
+        try:
+            upgrade_head(url)  # blocking, with its own event loop: before asyncio.run
+            results, checks, version = asyncio.run(run(url, args))
+        finally:
+            if pg is not None:
+                pg.stop()
+    where = "embedded pgserver" if pg else make_url(url).render_as_string(hide_password=True)
+    report(args, where, version, results, checks)
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
