@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services: Services = bootstrap(settings)
+        services: Services = await bootstrap(settings)
         node = Node(services)
         app.state.services = services
         app.state.node = node

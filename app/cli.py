@@ -72,7 +72,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
     from infrastructure.streams_report import build_report, render
 
     async def report() -> str:
-        services = bootstrap(_settings())
+        services = await bootstrap(_settings())
         try:
             result = await build_report(services)
         finally:
@@ -93,7 +93,7 @@ def cmd_grant_admin(args: argparse.Namespace) -> int:
     from infrastructure.bootstrap import bootstrap
 
     async def grant() -> None:
-        services = bootstrap(_settings())
+        services = await bootstrap(_settings())
         try:
             user = await services.auth.grant_admin(args.email)
             print(f"{user.email} is now an administrator")

@@ -5,8 +5,9 @@ What it measures: N concurrent writers post M messages through the real handler 
 row, NOTIFY, commit), timing every call and the whole run. It does so twice: spread over K
 conversations, and "hot", all writers on one conversation, where they queue on one row lock.
 
-The baseline runs in the same process, on the same engine and at the same concurrency: one
-``INSERT INTO messages`` per transaction, seq from a per-conversation ``itertools.count`` kept in
+The baseline runs in the same process, on the same asyncpg pool and at the same concurrency: one
+``INSERT INTO messages`` per transaction (hand-written SQL, like the write path's repositories),
+seq from a per-conversation ``itertools.count`` kept in
 Python, no lock, no outbox, no NOTIFY. It is the cheapest durable write of the same row into the same
 table (same indexes, same commit/fsync), so the ratio parley/baseline is the price of the
 guarantees: gapless ordered seqs, idempotent sends and an event that commits with its message.
@@ -33,18 +34,19 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from domain import commands, handlers
 from domain.limits import Limits
-from infrastructure.bootstrap import SystemClock
+from infrastructure.bootstrap import SystemClock, create_pg_pool
 from infrastructure.db.tables import conversations, messages, outbox, users
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embedded import start_postgres
 from infrastructure.migrate import upgrade_head
-from infrastructure.settings import async_database_url
+from infrastructure.settings import DatabaseSettings, Settings, async_database_url
 
 SHARDS = 8
 TEXT = "the quick brown fox jumps over the lazy dog"
@@ -96,25 +98,26 @@ async def drive(writers: int, total: int, conv_ids: list[UUID], user_ids: list[U
     return Result("", "", len(conv_ids), total, elapsed, cpu, latencies)
 
 
-def parley_post(engine: AsyncEngine, tag: str) -> Post:
+def parley_post(pool: asyncpg.Pool, tag: str) -> Post:
     async def post(i: int, conv_id: UUID, sender: UUID) -> None:
         cmd = commands.PostMessage(conversation_id=conv_id, sender_id=sender, client_msg_id=f"{tag}-{i}", text=TEXT)
-        await handlers.post_message(cmd, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+        await handlers.post_message(cmd, SqlUnitOfWork(pool, shard_count=SHARDS), CLOCK, LIMITS)
 
     return post
 
 
-def baseline_post(engine: AsyncEngine, conv_ids: list[UUID], tag: str) -> Post:
+_BASELINE_INSERT = """INSERT INTO messages (id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at)
+                      VALUES ($1, $2, $3, $4, 'user', $5, $6, $7)"""
+
+
+def baseline_post(pool: asyncpg.Pool, conv_ids: list[UUID], tag: str) -> Post:
     seqs = {conv_id: itertools.count(1) for conv_id in conv_ids}
-    stmt = sa.insert(messages)
 
     async def post(i: int, conv_id: UUID, sender: UUID) -> None:
-        row = {
-            "id": uuid4(), "conversation_id": conv_id, "seq": next(seqs[conv_id]), "sender_id": sender,
-            "role": "user", "text": TEXT, "client_msg_id": f"{tag}-{i}", "created_at": CLOCK.now(),
-        }  # fmt: skip
-        async with engine.begin() as conn:
-            await conn.execute(stmt, row)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                _BASELINE_INSERT, uuid4(), conv_id, next(seqs[conv_id]), sender, TEXT, f"{tag}-{i}", CLOCK.now()
+            )
 
     return post
 
@@ -127,16 +130,16 @@ async def create_users(engine: AsyncEngine, count: int) -> list[UUID]:
     return ids
 
 
-async def create_conversations(engine: AsyncEngine, count: int, user_ids: list[UUID]) -> list[UUID]:
+async def create_conversations(pool: asyncpg.Pool, count: int, user_ids: list[UUID]) -> list[UUID]:
     """``count`` conversations owned by the first writer, with every writer a member."""
     owner, others, step = user_ids[0], user_ids[1:], LIMITS.max_participants_per_request
     ids: list[UUID] = []
     for n in range(count):
         start = commands.StartConversation(owner_id=owner, title=f"bench {n}", participant_ids=others[:step])
-        conv = await handlers.start_conversation(start, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+        conv = await handlers.start_conversation(start, SqlUnitOfWork(pool, shard_count=SHARDS), CLOCK, LIMITS)
         for k in range(step, len(others), step):
             add = commands.AddParticipants(conversation_id=conv.id, actor_id=owner, user_ids=others[k : k + step])
-            await handlers.add_participants(add, SqlUnitOfWork(engine, shard_count=SHARDS), CLOCK, LIMITS)
+            await handlers.add_participants(add, SqlUnitOfWork(pool, shard_count=SHARDS), CLOCK, LIMITS)
         ids.append(conv.id)
     return ids
 
@@ -163,35 +166,37 @@ async def check(engine: AsyncEngine, conv_ids: list[UUID], posted: int, outbox_r
     return ok, f"seqs 1..n in {gapless}/{len(conv_ids)} convs, {total}/{posted} messages, {outbox_rows} outbox rows"
 
 
-async def warm_up(engine: AsyncEngine, writers: int, user_ids: list[UUID]) -> None:
+async def warm_up(pool: asyncpg.Pool, writers: int, user_ids: list[UUID]) -> None:
     """Open every pooled connection and let each prepare both scenarios' statements once."""
-    base_convs = await create_conversations(engine, 2, user_ids)
-    parley_convs = await create_conversations(engine, 2, user_ids)
-    await drive(writers, writers * 4, base_convs, user_ids, baseline_post(engine, base_convs, "warm"))
-    await drive(writers, writers * 4, parley_convs, user_ids, parley_post(engine, "warm"))
+    base_convs = await create_conversations(pool, 2, user_ids)
+    parley_convs = await create_conversations(pool, 2, user_ids)
+    await drive(writers, writers * 4, base_convs, user_ids, baseline_post(pool, base_convs, "warm"))
+    await drive(writers, writers * 4, parley_convs, user_ids, parley_post(pool, "warm"))
 
 
 async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tuple[str, bool, str]], str]:
-    engine = create_async_engine(url, pool_size=args.writers, max_overflow=0)
+    engine = create_async_engine(url, pool_size=2, max_overflow=0)  # set-up and checks only
+    pool = await create_pg_pool(Settings(database=DatabaseSettings(url=url, pool_size=args.writers)))
     results: list[Result] = []
     checks: list[tuple[str, bool, str]] = []
     try:
         version = await scalar(engine, sa.text("SELECT version()"))
         user_ids = await create_users(engine, args.writers)
-        await warm_up(engine, args.writers, user_ids)
+        await warm_up(pool, args.writers, user_ids)
         for variant, k in (("spread", args.conversations), ("hot", 1)):
-            base_convs = await create_conversations(engine, k, user_ids)
-            parley_convs = await create_conversations(engine, k, user_ids)
-            base_post = baseline_post(engine, base_convs, "b")
+            base_convs = await create_conversations(pool, k, user_ids)
+            parley_convs = await create_conversations(pool, k, user_ids)
+            base_post = baseline_post(pool, base_convs, "b")
             base = await drive(args.writers, args.messages, base_convs, user_ids, base_post)
             outbox_before = await scalar(engine, sa.select(sa.func.count()).select_from(outbox))
-            parley = await drive(args.writers, args.messages, parley_convs, user_ids, parley_post(engine, "p"))
+            parley = await drive(args.writers, args.messages, parley_convs, user_ids, parley_post(pool, "p"))
             outbox_rows = await scalar(engine, sa.select(sa.func.count()).select_from(outbox)) - outbox_before
             base.variant = parley.variant = variant
             base.scenario, parley.scenario = "baseline", "parley post"
             results += [base, parley]
             checks.append((variant, *await check(engine, parley_convs, args.messages, outbox_rows)))
     finally:
+        await pool.close()
         await engine.dispose()
     return results, checks, str(version)
 

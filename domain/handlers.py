@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from domain import commands
-from domain.errors import Conflict, InvalidInput, NotAParticipant, NotFound
+from domain.errors import InvalidInput, NotAParticipant, NotFound
 from domain.limits import Limits, clean_client_msg_id, clean_text, clean_title
 from domain.model import Conversation
 from domain.ports import Clock, UnitOfWork
@@ -52,8 +52,9 @@ async def start_conversation(
 async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock, limits: Limits) -> PostResult:
     """Lock-and-bump ``last_seq``, insert the message and its event; a repeated client_msg_id writes nothing.
 
-    The dedup lookup runs after the row lock is held, so two identical posts racing each other are
-    serialized by the lock and the second finds the first; the unique index is the last line of defence.
+    Duplicates are found by the insert itself (``ON CONFLICT DO NOTHING`` on the unique index), after
+    the row lock is held: two identical posts racing each other are serialized by the lock, the
+    second one's insert finds the first's row, and it returns that message without committing.
     """
     text = clean_text(cmd.text, limits)
     client_msg_id = None if cmd.client_msg_id is None else clean_client_msg_id(cmd.client_msg_id)
@@ -63,15 +64,16 @@ async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock,
             raise _conversation_not_found()
         if cmd.role is MessageRole.USER:
             conv.require_member()
-        if cmd.sender_id is not None and client_msg_id is not None:
-            existing = await uow.messages.by_client_msg_id(conv.id, cmd.sender_id, client_msg_id)
-            if existing is not None:
-                return PostResult(existing, duplicate=True)
         message = conv.post(
             sender_id=cmd.sender_id, role=cmd.role, text=text, client_msg_id=client_msg_id, now=clock.now()
         )
-        if not await uow.messages.add(message):  # pragma: no cover - only if the lock was bypassed
-            raise Conflict("duplicate client_msg_id")
+        if not await uow.messages.add(message):
+            # This sender already used this client_msg_id here: answer with the original and leave
+            # without committing, so the seq bump and the event are rolled back with the transaction.
+            assert cmd.sender_id is not None and client_msg_id is not None  # NULLs never conflict
+            existing = await uow.messages.by_client_msg_id(conv.id, cmd.sender_id, client_msg_id)
+            assert existing is not None
+            return PostResult(existing, duplicate=True)
         await uow.conversations.save(conv)
         if cmd.sender_id is not None:  # your own message is never unread to you
             await uow.participants.move_read_cursor(conv.id, cmd.sender_id, message.seq)

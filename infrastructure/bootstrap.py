@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -26,16 +27,19 @@ class SystemClock:
 class Services:
     settings: Settings
     engine: AsyncEngine
+    #: asyncpg pool for the write path (``uow()``); ``engine`` serves the read side and auth.
+    pg: asyncpg.Pool
     redis: Redis
     auth: AuthService
     send_limiter: SendRateLimiter
     clock: SystemClock
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, shard_count=self.settings.redis.shard_count)
+        return SqlUnitOfWork(self.pg, shard_count=self.settings.redis.shard_count)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.pg.close()
         await self.engine.dispose()
 
 
@@ -60,12 +64,21 @@ def create_redis(settings: Settings) -> Redis:
     return client
 
 
-def bootstrap(settings: Settings) -> Services:
+async def create_pg_pool(settings: Settings) -> asyncpg.Pool:
+    dsn = settings.database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=settings.database.pool_size, max_inactive_connection_lifetime=300
+    )
+    return pool
+
+
+async def bootstrap(settings: Settings) -> Services:
     engine = create_engine(settings)
     redis = create_redis(settings)
     return Services(
         settings=settings,
         engine=engine,
+        pg=await create_pg_pool(settings),
         redis=redis,
         auth=AuthService(engine, redis, settings.auth),
         send_limiter=SendRateLimiter(

@@ -135,7 +135,7 @@ class OutboxRelay:
 
 
 async def main(settings: Settings | None = None) -> None:
-    services = bootstrap(settings or Settings.from_env())
+    services = await bootstrap(settings or Settings.from_env())
     relay = OutboxRelay(services)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

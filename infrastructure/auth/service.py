@@ -70,7 +70,7 @@ class AuthService:
                         .returning(users)
                     )
                 ).one()
-                user = user_from_row(row)
+                user = user_from_row(row._mapping)
                 pair = await self._new_pair(conn, user.id, family_id=uuid4())
         except IntegrityError as exc:
             raise Conflict("an account with this email already exists") from exc
@@ -86,7 +86,7 @@ class AuthService:
             raise Unauthorized("invalid email or password")
         assert row is not None
         async with self._engine.begin() as conn:
-            return user_from_row(row), await self._new_pair(conn, row.id, family_id=uuid4())
+            return user_from_row(row._mapping), await self._new_pair(conn, row.id, family_id=uuid4())
 
     async def grant_admin(self, email: str) -> User:
         async with self._engine.begin() as conn:
@@ -100,14 +100,14 @@ class AuthService:
             ).one_or_none()
         if row is None:
             raise NotFound(f"no user with email {email}")
-        return user_from_row(row)
+        return user_from_row(row._mapping)
 
     async def get_user(self, user_id: UUID) -> User:
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).one_or_none()
         if row is None:
             raise Unauthorized("the token's user no longer exists")
-        return user_from_row(row)
+        return user_from_row(row._mapping)
 
     # -- tokens ----------------------------------------------------------------------------------
 

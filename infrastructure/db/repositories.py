@@ -1,205 +1,189 @@
-"""Repositories: explicit row <-> entity mapping over one transaction's connection."""
+"""Repositories for the write path: explicit row <-> entity mapping, hand-written SQL on asyncpg.
+
+The write path is the hottest code in Parley (every message crosses it), so it skips the ORM and
+SQLAlchemy's statement building and talks to asyncpg directly; asyncpg prepares and caches each
+statement per connection. The SQL must agree with ``tables.py`` (checked by the migration tests).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
 from domain.model import Conversation
 from domain.values import AssistantSettings, MemberRole, Message, MessageRole, Participant, User, UserRole
-from infrastructure.db.tables import conversations, messages, participants, users
 
 
-def conversation_from_row(row: Any, viewer_role: str | None) -> Conversation:
+def conversation_from_row(row: Mapping[Any, Any]) -> Conversation:
+    role = row.get("viewer_role")
     return Conversation(
-        id=row.id,
-        title=row.title,
-        owner_id=row.owner_id,
-        last_seq=row.last_seq,
+        id=row["id"],
+        title=row["title"],
+        owner_id=row["owner_id"],
+        last_seq=row["last_seq"],
         assistant=AssistantSettings(
-            enabled=row.assistant_enabled, model=row.assistant_model, system_prompt=row.assistant_system_prompt
+            enabled=row["assistant_enabled"], model=row["assistant_model"], system_prompt=row["assistant_system_prompt"]
         ),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        viewer_role=None if viewer_role is None else MemberRole(viewer_role),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        viewer_role=None if role is None else MemberRole(role),
     )
 
 
-def message_from_row(row: Any) -> Message:
+def message_from_row(row: Mapping[Any, Any]) -> Message:
     return Message(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        sender_id=row.sender_id,
-        role=MessageRole(row.role),
-        text=row.text,
-        client_msg_id=row.client_msg_id,
-        created_at=row.created_at,
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        role=MessageRole(row["role"]),
+        text=row["text"],
+        client_msg_id=row["client_msg_id"],
+        created_at=row["created_at"],
     )
 
 
-def participant_from_row(row: Any) -> Participant:
+def participant_from_row(row: Mapping[Any, Any]) -> Participant:
     return Participant(
-        conversation_id=row.conversation_id,
-        user_id=row.user_id,
-        role=MemberRole(row.role),
-        last_read_seq=row.last_read_seq,
-        joined_at=row.joined_at,
+        conversation_id=row["conversation_id"],
+        user_id=row["user_id"],
+        role=MemberRole(row["role"]),
+        last_read_seq=row["last_read_seq"],
+        joined_at=row["joined_at"],
     )
 
 
-def user_from_row(row: Any) -> User:
-    return User(id=row.id, email=row.email, name=row.name, role=UserRole(row.role), created_at=row.created_at)
+def user_from_row(row: Mapping[Any, Any]) -> User:
+    return User(
+        id=row["id"], email=row["email"], name=row["name"], role=UserRole(row["role"]), created_at=row["created_at"]
+    )
 
 
-#: Message columns without the generated full-text column.
-MESSAGE_COLUMNS = [c for c in messages.c if c.name != "search"]
+_SELECT_CONVERSATION = """
+    SELECT c.id, c.title, c.owner_id, c.last_seq, c.assistant_enabled, c.assistant_model,
+           c.assistant_system_prompt, c.created_at, c.updated_at, p.role AS viewer_role
+    FROM conversations c
+    LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
+    WHERE c.id = $1
+"""
+_MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at"
+
+
+def _inserted(status: str) -> bool:
+    """asyncpg returns the command tag, e.g. ``INSERT 0 1``."""
+    return status.rsplit(" ", 1)[-1] == "1"
 
 
 class SqlConversationRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         #: Aggregates loaded or added in this unit of work; their events go to the outbox at commit.
         self.seen: list[Conversation] = []
 
-    def _select(self, conversation_id: UUID, viewer_id: UUID | None) -> sa.Select[Any]:
-        viewer = participants.alias("viewer")
-        return (
-            sa.select(conversations, viewer.c.role.label("viewer_role"))
-            .select_from(
-                conversations.outerjoin(
-                    viewer, sa.and_(viewer.c.conversation_id == conversations.c.id, viewer.c.user_id == viewer_id)
-                )
-            )
-            .where(conversations.c.id == conversation_id)
-        )
-
-    async def _load(self, stmt: sa.Select[Any]) -> Conversation | None:
-        row = (await self._conn.execute(stmt)).one_or_none()
+    async def _load(self, sql: str, conversation_id: UUID, viewer_id: UUID | None) -> Conversation | None:
+        row = await self._conn.fetchrow(sql, conversation_id, viewer_id)
         if row is None:
             return None
-        conv = conversation_from_row(row, row.viewer_role)
+        conv = conversation_from_row(row)
         self.seen.append(conv)
         return conv
 
     async def get(self, conversation_id: UUID, *, viewer_id: UUID) -> Conversation | None:
-        return await self._load(self._select(conversation_id, viewer_id))
+        return await self._load(_SELECT_CONVERSATION, conversation_id, viewer_id)
 
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
-        return await self._load(self._select(conversation_id, viewer_id).with_for_update(of=conversations))
+        return await self._load(_SELECT_CONVERSATION + " FOR UPDATE OF c", conversation_id, viewer_id)
 
-    async def add(self, conversation: Conversation) -> None:
-        await self._conn.execute(sa.insert(conversations).values(**self._values(conversation), id=conversation.id))
-        self.seen.append(conversation)
-
-    async def save(self, conversation: Conversation) -> None:
+    async def add(self, conv: Conversation) -> None:
         await self._conn.execute(
-            sa.update(conversations).where(conversations.c.id == conversation.id).values(**self._values(conversation))
-        )
+            """INSERT INTO conversations (id, title, owner_id, last_seq, assistant_enabled, assistant_model,
+                   assistant_system_prompt, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            conv.id, conv.title, conv.owner_id, conv.last_seq, conv.assistant.enabled, conv.assistant.model,
+            conv.assistant.system_prompt, conv.created_at, conv.updated_at,
+        )  # fmt: skip
+        self.seen.append(conv)
+
+    async def save(self, conv: Conversation) -> None:
+        await self._conn.execute(
+            """UPDATE conversations SET title = $2, last_seq = $3, assistant_enabled = $4, assistant_model = $5,
+                   assistant_system_prompt = $6, updated_at = $7
+               WHERE id = $1""",
+            conv.id, conv.title, conv.last_seq, conv.assistant.enabled, conv.assistant.model,
+            conv.assistant.system_prompt, conv.updated_at,
+        )  # fmt: skip
 
     async def delete(self, conversation_id: UUID) -> None:
-        await self._conn.execute(sa.delete(conversations).where(conversations.c.id == conversation_id))
-
-    @staticmethod
-    def _values(conv: Conversation) -> dict[str, Any]:
-        return {
-            "title": conv.title,
-            "owner_id": conv.owner_id,
-            "last_seq": conv.last_seq,
-            "assistant_enabled": conv.assistant.enabled,
-            "assistant_model": conv.assistant.model,
-            "assistant_system_prompt": conv.assistant.system_prompt,
-            "created_at": conv.created_at,
-            "updated_at": conv.updated_at,
-        }
+        await self._conn.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
 
 
 class SqlMessageRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def add(self, message: Message) -> bool:
-        stmt = (
-            pg_insert(messages)
-            .values(
-                id=message.id,
-                conversation_id=message.conversation_id,
-                seq=message.seq,
-                sender_id=message.sender_id,
-                role=message.role.value,
-                text=message.text,
-                client_msg_id=message.client_msg_id,
-                created_at=message.created_at,
-            )
-            .on_conflict_do_nothing(constraint="uq_messages_conversation_id_sender_id_client_msg_id")
-        )
-        return (await self._conn.execute(stmt)).rowcount == 1
+    async def add(self, m: Message) -> bool:
+        status = await self._conn.execute(
+            f"""INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT ON CONSTRAINT uq_messages_conversation_id_sender_id_client_msg_id DO NOTHING""",
+            m.id, m.conversation_id, m.seq, m.sender_id, m.role.value, m.text, m.client_msg_id, m.created_at,
+        )  # fmt: skip
+        return _inserted(status)
 
     async def by_client_msg_id(self, conversation_id: UUID, sender_id: UUID, client_msg_id: str) -> Message | None:
-        stmt = sa.select(*MESSAGE_COLUMNS).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.sender_id == sender_id,
-            messages.c.client_msg_id == client_msg_id,
-        )
-        row = (await self._conn.execute(stmt)).one_or_none()
+        row = await self._conn.fetchrow(
+            f"""SELECT {_MESSAGE_COLUMNS} FROM messages
+                WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3""",
+            conversation_id, sender_id, client_msg_id,
+        )  # fmt: skip
         return None if row is None else message_from_row(row)
 
 
 class SqlParticipantRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def get(self, conversation_id: UUID, user_id: UUID) -> Participant | None:
-        stmt = sa.select(participants).where(
-            participants.c.conversation_id == conversation_id, participants.c.user_id == user_id
+        row = await self._conn.fetchrow(
+            "SELECT * FROM participants WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id
         )
-        row = (await self._conn.execute(stmt)).one_or_none()
         return None if row is None else participant_from_row(row)
 
     async def member_ids(self, conversation_id: UUID) -> list[UUID]:
-        stmt = sa.select(participants.c.user_id).where(participants.c.conversation_id == conversation_id)
-        return list((await self._conn.execute(stmt)).scalars())
+        rows = await self._conn.fetch("SELECT user_id FROM participants WHERE conversation_id = $1", conversation_id)
+        return [r["user_id"] for r in rows]
 
-    async def add(self, participant: Participant) -> bool:
-        stmt = (
-            pg_insert(participants)
-            .values(
-                conversation_id=participant.conversation_id,
-                user_id=participant.user_id,
-                role=participant.role.value,
-                last_read_seq=participant.last_read_seq,
-                joined_at=participant.joined_at,
-            )
-            .on_conflict_do_nothing()
-        )
-        return (await self._conn.execute(stmt)).rowcount == 1
+    async def add(self, p: Participant) -> bool:
+        status = await self._conn.execute(
+            """INSERT INTO participants (conversation_id, user_id, role, last_read_seq, joined_at)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+            p.conversation_id, p.user_id, p.role.value, p.last_read_seq, p.joined_at,
+        )  # fmt: skip
+        return _inserted(status)
 
     async def remove(self, conversation_id: UUID, user_id: UUID) -> bool:
-        stmt = sa.delete(participants).where(
-            participants.c.conversation_id == conversation_id, participants.c.user_id == user_id
+        status = await self._conn.execute(
+            "DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id
         )
-        return (await self._conn.execute(stmt)).rowcount == 1
+        return _inserted(status)
 
     async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
         # GREATEST keeps the cursor monotonic even when two devices race without a lock.
-        stmt = (
-            sa.update(participants)
-            .where(participants.c.conversation_id == conversation_id, participants.c.user_id == user_id)
-            .values(last_read_seq=sa.func.greatest(participants.c.last_read_seq, seq))
-        )
-        await self._conn.execute(stmt)
+        await self._conn.execute(
+            """UPDATE participants SET last_read_seq = GREATEST(last_read_seq, $3)
+               WHERE conversation_id = $1 AND user_id = $2""",
+            conversation_id, user_id, seq,
+        )  # fmt: skip
 
 
 class SqlUserRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def existing(self, user_ids: list[UUID]) -> set[UUID]:
         if not user_ids:
             return set()
-        stmt = sa.select(users.c.id).where(users.c.id.in_(user_ids))
-        return set((await self._conn.execute(stmt)).scalars())
+        rows = await self._conn.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", user_ids)
+        return {r["id"] for r in rows}

@@ -1,7 +1,7 @@
 """The unit of work: one transaction; ``commit`` writes the aggregates' events to the outbox and NOTIFYs.
 
 The request path never talks to Redis: an event exists for the rest of the system once its outbox
-row commits, together with the state change it describes (flow 1 of docs/architecture).
+row commits, together with the state change it describes (flow 1 of docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+import asyncpg
+from asyncpg.transaction import Transaction
 
 from domain import events
 from infrastructure.db.repositories import (
@@ -19,10 +19,19 @@ from infrastructure.db.repositories import (
     SqlParticipantRepository,
     SqlUserRepository,
 )
-from infrastructure.db.tables import outbox
 
 #: The channel relays LISTEN on; the payload is empty (a relay drains every shard it owns).
 OUTBOX_CHANNEL = "parley_outbox"
+
+# One round trip for all of a commit's events and the wake-up of the relays. unnest keeps array order,
+# so outbox ids follow the order the aggregates recorded their events in.
+_WRITE_OUTBOX = f"""
+    WITH written AS (
+        INSERT INTO outbox (event_type, shard, payload)
+        SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
+    )
+    SELECT pg_notify('{OUTBOX_CHANNEL}', '')
+"""
 
 
 class SqlUnitOfWork:
@@ -31,15 +40,16 @@ class SqlUnitOfWork:
     participants: SqlParticipantRepository
     users: SqlUserRepository
 
-    def __init__(self, engine: AsyncEngine, *, shard_count: int) -> None:
-        self._engine = engine
+    def __init__(self, pool: asyncpg.Pool, *, shard_count: int) -> None:
+        self._pool = pool
         self._shard_count = shard_count
-        self._conn: AsyncConnection | None = None
-        self._tx: AsyncTransaction | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._tx: Transaction | None = None
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._engine.connect()
-        self._tx = await self._conn.begin()
+        self._conn = await self._pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
         self.conversations = SqlConversationRepository(self._conn)
         self.messages = SqlMessageRepository(self._conn)
         self.participants = SqlParticipantRepository(self._conn)
@@ -51,10 +61,9 @@ class SqlUnitOfWork:
     ) -> None:
         assert self._conn is not None
         try:
-            if self._tx is not None and self._tx.is_active:
-                await self._tx.rollback()
+            await self.rollback()
         finally:
-            await self._conn.close()
+            await self._pool.release(self._conn)
             self._conn = self._tx = None
 
     async def commit(self) -> None:
@@ -62,21 +71,17 @@ class SqlUnitOfWork:
         pending = [event for conv in self.conversations.seen for event in conv.events]
         if pending:
             await self._conn.execute(
-                sa.insert(outbox),
-                [
-                    {
-                        "event_type": events.type_name(event),
-                        "shard": events.shard_for(event.conversation_id, self._shard_count),
-                        "payload": events.encode(event),
-                    }
-                    for event in pending
-                ],
+                _WRITE_OUTBOX,
+                [events.type_name(e) for e in pending],
+                [events.shard_for(e.conversation_id, self._shard_count) for e in pending],
+                [events.encode(e) for e in pending],
             )
-            await self._conn.execute(sa.select(sa.func.pg_notify(OUTBOX_CHANNEL, "")))
         await self._tx.commit()
+        self._tx = None
         for conv in self.conversations.seen:
             conv.events.clear()
 
     async def rollback(self) -> None:
-        if self._tx is not None and self._tx.is_active:
-            await self._tx.rollback()
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            await tx.rollback()

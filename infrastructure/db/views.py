@@ -18,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.errors import InvalidInput
 from domain.values import MemberRole, Message, MessageRole, User
-from infrastructure.db.repositories import MESSAGE_COLUMNS, message_from_row, user_from_row
+from infrastructure.db.repositories import message_from_row, user_from_row
 from infrastructure.db.tables import conversations, messages, participants, users
+
+#: Message columns without the generated full-text column.
+MESSAGE_COLUMNS = [c for c in messages.c if c.name != "search"]
 
 PREVIEW_CHARS = 140
 
@@ -172,7 +175,7 @@ async def message_page(
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     has_more = len(rows) > limit
-    page = [message_from_row(r) for r in rows[:limit]]
+    page = [message_from_row(r._mapping) for r in rows[:limit]]
     if backwards:
         page.reverse()
     next_cursor = None
@@ -219,7 +222,7 @@ async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) 
 async def get_user(engine: AsyncEngine, user_id: UUID) -> User | None:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).one_or_none()
-    return None if row is None else user_from_row(row)
+    return None if row is None else user_from_row(row._mapping)
 
 
 async def join_point(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> tuple[bool, bool, int]:

@@ -32,7 +32,7 @@ class TestUser:
 
 @pytest.fixture
 async def services(settings: Settings, clean_state: None) -> AsyncIterator[Services]:
-    built = bootstrap(settings)
+    built = await bootstrap(settings)
     yield built
     await built.close()
 
