@@ -3,6 +3,7 @@ every delivered frame, then look for lost, duplicated, out-of-order and never-se
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -51,10 +52,10 @@ def check(history: History, clients: list[str], conversation_id: str, *, from_se
         dups = sorted({s for s in got if got.count(s) > 1})
         if dups:
             duplicated[client] = dups
-        disorder = [b for a, b in zip(got, got[1:], strict=False) if b <= a]
+        disorder = [b for a, b in itertools.pairwise(got) if b <= a]
         if disorder:
             out_of_order[client] = disorder
-        holes = [b for a, b in zip(got, got[1:], strict=False) if b > a + 1]
+        holes = [b for a, b in itertools.pairwise(got) if b > a + 1]
         if holes:
             gaps[client] = holes
     return Verdict(lost, duplicated, out_of_order, gaps)

@@ -41,7 +41,6 @@ class ChatClient:
                     future = self.acks.pop(frame["client_msg_id"], None)
                     if future and not future.done():
                         future.set_result(frame)
-                    continue
                 elif frame["type"] == "error" and frame.get("ref") in self.acks:
                     self.acks.pop(frame["ref"]).set_exception(RuntimeError(str(frame)))
                 await self.frames.put(frame)
@@ -64,6 +63,13 @@ class ChatClient:
             while True:
                 frame = await self.frames.get()
                 if frame["type"] == kind:
+                    return frame
+
+    async def expect_any(self, kinds: set[str], timeout: float = 10) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if frame["type"] in kinds:
                     return frame
 
     async def join(self, conversation_id: str, after_seq: int | None = None) -> dict[str, Any]:
@@ -90,7 +96,7 @@ class ChatClient:
 
     async def wait_for_seq(self, conversation_id: str, seq: int, timeout: float = 20) -> None:
         async with asyncio.timeout(timeout):
-            while not self.seqs(conversation_id) or max(self.seqs(conversation_id)) < seq:
+            while not self.seqs(conversation_id) or max(self.seqs(conversation_id)) < seq:  # noqa: ASYNC110 - polls a list the reader task fills
                 await asyncio.sleep(0.02)
 
     async def close(self) -> None:

@@ -37,7 +37,9 @@ def e2e_redis(tmp_root: Path) -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture(scope="module")
-def cluster(e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     built = Cluster.build(
         database_url=e2e_database_url,
         redis_url=e2e_redis.url,
