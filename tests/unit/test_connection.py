@@ -1,0 +1,100 @@
+"""The per-socket delivery rule: drop seqs at or below the cursor, fill gaps from the store first."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from app.ws import frames
+from app.ws.connection import CatchUp, Close, Connection, Live
+from domain.values import Message, MessageRole
+
+CONV = uuid.uuid4()
+
+
+def message(seq: int) -> Message:
+    return Message(
+        id=uuid.uuid4(),
+        conversation_id=CONV,
+        seq=seq,
+        sender_id=None,
+        role=MessageRole.USER,
+        text=f"m{seq}",
+        client_msg_id=None,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send_data(self, data: str, mode: str = "text") -> None:
+        self.sent.append(json.loads(data))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+def make(store_upto: int, cursor: int) -> tuple[Connection, FakeSocket]:
+    socket = FakeSocket()
+
+    async def fetch_after(conversation_id: uuid.UUID, after: int, limit: int) -> list[Message]:
+        return [message(s) for s in range(after + 1, min(store_upto, after + limit) + 1)]
+
+    conn = Connection(socket, uuid.uuid4(), fetch_after)  # type: ignore[arg-type]
+    conn.cursors[CONV] = cursor
+    return conn, socket
+
+
+async def drain(conn: Connection, *items: Any) -> None:
+    for item in items:
+        conn.offer(item)
+    conn.offer(Close(1000, "done"))
+    await asyncio.wait_for(conn.run_writer(), 5)
+
+
+def live(seq: int) -> Live:
+    return Live(CONV, seq, frames.message_frame(message(seq)))
+
+
+def seqs(socket: FakeSocket) -> list[int]:
+    return [f["seq"] for f in socket.sent if f["type"] == "message"]
+
+
+async def test_duplicates_and_old_seqs_are_dropped() -> None:
+    conn, socket = make(store_upto=4, cursor=2)
+    await drain(conn, live(2), live(3), live(3), live(1), live(4), live(4))
+    assert seqs(socket) == [3, 4]
+
+
+async def test_a_gap_is_filled_from_the_store_before_the_live_message() -> None:
+    conn, socket = make(store_upto=9, cursor=2)
+    await drain(conn, live(3), live(7), live(8))
+    assert seqs(socket) == [3, 4, 5, 6, 7, 8]
+
+
+async def test_catch_up_replays_everything_after_the_cursor_in_pages() -> None:
+    conn, socket = make(store_upto=1234, cursor=10)
+    await drain(conn, CatchUp(CONV), live(1234), live(1235))
+    assert seqs(socket) == list(range(11, 1236))
+
+
+async def test_messages_of_a_conversation_not_joined_are_not_sent() -> None:
+    conn, socket = make(store_upto=5, cursor=0)
+    conn.cursors.clear()
+    await drain(conn, live(1), CatchUp(CONV))
+    assert socket.sent == []
+
+
+async def test_a_client_that_cannot_keep_up_is_closed_with_1013_instead_of_buffering() -> None:
+    conn, socket = make(store_upto=0, cursor=0)
+    for seq in range(1, 5000):
+        conn.offer(live(seq))
+    await asyncio.wait_for(conn.run_writer(), 5)
+    assert socket.closed is not None and socket.closed[0] == 1013
+    assert socket.sent == []
