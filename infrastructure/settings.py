@@ -31,8 +31,12 @@ class DatabaseSettings:
         "postgresql+asyncpg://postgres@127.0.0.1:5432/parley",
         "SQLAlchemy URL; ``postgresql://`` is accepted and given the asyncpg driver.",
     )
-    pool_size: int = setting("DATABASE_POOL_SIZE", 20, "connections kept per process.")
-    max_overflow: int = setting("DATABASE_MAX_OVERFLOW", 10, "extra connections allowed under bursts.")
+    pool_size: int = setting(
+        "DATABASE_POOL_SIZE",
+        10,
+        "connections per pool; a process has two (write path on asyncpg, reads and auth on SQLAlchemy).",
+    )
+    max_overflow: int = setting("DATABASE_MAX_OVERFLOW", 5, "extra read-pool connections allowed under bursts.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +96,11 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = setting(
         "PARLEY_ALLOWED_ORIGINS", (), "comma-separated Origins allowed to open WebSockets (empty: same host only)."
     )
-    debug: bool = setting("PARLEY_DEBUG", False, "include tracebacks in logs (never in responses).")
+    metrics_port: int = setting(
+        "PARLEY_METRICS_PORT",
+        0,
+        "serve Prometheus metrics on this port from roles without HTTP (relay); 0 disables it.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

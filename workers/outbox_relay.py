@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -135,7 +135,10 @@ class OutboxRelay:
 
 
 async def main(settings: Settings | None = None) -> None:
-    services = await bootstrap(settings or Settings.from_env())
+    settings = settings or Settings.from_env()
+    if settings.server.metrics_port:
+        start_http_server(settings.server.metrics_port)
+    services = await bootstrap(settings)
     relay = OutboxRelay(services)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
