@@ -41,7 +41,7 @@ class Live:
 
     conversation_id: UUID
     seq: int
-    frame: bytes
+    frame: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class Close:
     reason: str
 
 
-Item = Live | CatchUp | Close | bytes
+Item = Live | CatchUp | Close | str
 
 
 class Connection:
@@ -96,7 +96,7 @@ class Connection:
                 if isinstance(item, Close):
                     await self.socket.close(code=item.code, reason=item.reason)
                     return
-                if isinstance(item, bytes):
+                if isinstance(item, str):
                     await self._send(item)
                 elif isinstance(item, Live):
                     await self._deliver(item)
@@ -131,6 +131,6 @@ class Connection:
             if len(page) < REPLAY_PAGE:
                 return
 
-    async def _send(self, data: bytes) -> None:
-        await self.socket.send_data(data.decode(), mode="text")
+    async def _send(self, data: str) -> None:
+        await self.socket.send_data(data, mode="text")
         self.sent_frames += 1

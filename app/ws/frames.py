@@ -82,22 +82,25 @@ def decode(data: str | bytes) -> ClientFrame:
     return frame
 
 
-def message_frame(message: Message) -> bytes:
-    """``{"type": "message", ...message}``: built by hand around the encoded message to encode it once."""
+def message_frame(message: Message) -> str:
+    """``{"type": "message", ...message}``: built around the encoded message, so it is encoded once.
+
+    Frames are ``str`` because WebSocket text frames are; the hub builds one per event and node and
+    every socket's writer sends that same object."""
     body = _encoder.encode(message)
-    return b'{"type":"message",' + body[1:]
+    return '{"type":"message",' + body[1:].decode()
 
 
-def frame(kind: str, **fields: Any) -> bytes:
-    return _encoder.encode({"type": kind, **fields})
+def frame(kind: str, **fields: Any) -> str:
+    return _encoder.encode({"type": kind, **fields}).decode()
 
 
-def error_frame(code: str, message: str, ref: str | None = None) -> bytes:
+def error_frame(code: str, message: str, ref: str | None = None) -> str:
     fields: dict[str, Any] = {"code": code, "message": message}
     if ref is not None:
         fields["ref"] = ref
     return frame("error", **fields)
 
 
-def domain_error_frame(exc: DomainError, ref: str | None = None) -> bytes:
+def domain_error_frame(exc: DomainError, ref: str | None = None) -> str:
     return error_frame(exc.code, exc.message, ref)

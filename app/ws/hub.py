@@ -79,12 +79,12 @@ class Hub:
             case _:
                 pass
 
-    def to_conversation(self, conversation_id: UUID, data: bytes, *, except_user: UUID | None = None) -> None:
+    def to_conversation(self, conversation_id: UUID, data: str, *, except_user: UUID | None = None) -> None:
         for conn in list(self._by_conversation.get(conversation_id, ())):
             if conn.user_id != except_user:
                 conn.offer(data)
 
-    def to_users_in(self, conversation_ids: list[UUID], data: bytes, *, except_user: UUID | None = None) -> None:
+    def to_users_in(self, conversation_ids: list[UUID], data: str, *, except_user: UUID | None = None) -> None:
         """Once per socket joined to any of these conversations (presence of a shared member)."""
         targets: set[Connection] = set()
         for cid in conversation_ids:
