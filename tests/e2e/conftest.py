@@ -3,6 +3,7 @@ Redis of its own, so tests can kill -9 any of them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -36,24 +37,31 @@ def e2e_redis(tmp_root: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running_cluster(database_url: str, redis: EmbeddedRedis, log_dir: Path, **env: str) -> Iterator[Cluster]:
     built = Cluster.build(
-        database_url=e2e_database_url,
-        redis_url=e2e_redis.url,
-        log_dir=tmp_path_factory.mktemp("e2e-logs"),
-        jwt_secret=TEST_JWT_SECRET,
-        # These tests drive load through few users; the per-user limit is tested in test_ws_limits.py.
-        PARLEY_LIMIT_MESSAGES_PER_SECOND="5000",
-        PARLEY_LIMIT_MESSAGE_BURST="5000",
+        database_url=database_url, redis_url=redis.url, log_dir=log_dir, jwt_secret=TEST_JWT_SECRET, **env
     )
     built.start()
     try:
         yield built
     finally:
         built.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    # These tests drive load through few users; the per-user limit is tested in test_ws_protocol.py.
+    with running_cluster(
+        e2e_database_url,
+        e2e_redis,
+        tmp_path_factory.mktemp("e2e-logs"),
+        PARLEY_LIMIT_MESSAGES_PER_SECOND="5000",
+        PARLEY_LIMIT_MESSAGE_BURST="5000",
+    ) as built:
+        yield built
 
 
 @pytest.fixture

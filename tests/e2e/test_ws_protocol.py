@@ -13,10 +13,10 @@ import pytest
 import websockets
 
 from infrastructure.embedded import EmbeddedRedis
-from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.checker import History
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster
+from tests.e2e.conftest import running_cluster
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +24,11 @@ def cluster(
     e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """Default limits (10 msg/s, burst 20; 10 sockets per user; 64 KiB frames)."""
-    built = Cluster.build(
-        database_url=e2e_database_url,
-        redis_url=e2e_redis.url,
-        log_dir=tmp_path_factory.mktemp("e2e-protocol-logs"),
-        jwt_secret=TEST_JWT_SECRET,
-        PARLEY_ALLOWED_ORIGINS="https://app.example.com",
-    )
-    built.start()
-    yield built
-    built.stop()
+    log_dir = tmp_path_factory.mktemp("e2e-protocol-logs")
+    with running_cluster(
+        e2e_database_url, e2e_redis, log_dir, PARLEY_ALLOWED_ORIGINS="https://app.example.com"
+    ) as built:
+        yield built
 
 
 async def _count_messages(api: Api, user: dict[str, str], conv: str) -> int:
