@@ -12,9 +12,12 @@ import msgspec
 from domain.values import AssistantSettings, MemberRole, UserRole
 from infrastructure.db.views import ParticipantView
 
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Text = Annotated[str, msgspec.Meta(max_length=100_000)]  # the 4,000-char rule is the domain's; this bounds work
-Title = Annotated[str, msgspec.Meta(max_length=10_000)]
+#: PostgreSQL text cannot hold NUL characters: refused here as a 400 instead of failing in the driver as a 500.
+NO_NUL = r"^[^\x00]*$"
+
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
+Text = Annotated[str, msgspec.Meta(max_length=100_000, pattern=NO_NUL)]  # the 4,000-char rule is the domain's
+Title = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
@@ -26,13 +29,13 @@ class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RegisterBody(_Request):
-    email: Annotated[str, msgspec.Meta(max_length=320)]
+    email: Annotated[str, msgspec.Meta(max_length=320, pattern=NO_NUL)]
     password: Annotated[str, msgspec.Meta(max_length=1024)]
-    name: Annotated[str, msgspec.Meta(max_length=200)]
+    name: Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
 
 
 class LoginBody(_Request):
-    email: Annotated[str, msgspec.Meta(max_length=320)]
+    email: Annotated[str, msgspec.Meta(max_length=320, pattern=NO_NUL)]
     password: Annotated[str, msgspec.Meta(max_length=4096)]
 
 
@@ -76,8 +79,8 @@ class TicketRead(msgspec.Struct, kw_only=True):
 
 class AssistantBody(_Request):
     enabled: bool
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
-    system_prompt: Annotated[str, msgspec.Meta(max_length=8000)] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)] | None = None
+    system_prompt: Annotated[str, msgspec.Meta(max_length=8000, pattern=NO_NUL)] | None = None
 
     def to_settings(self) -> AssistantSettings:
         return AssistantSettings(enabled=self.enabled, model=self.model, system_prompt=self.system_prompt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from domain import commands
-from domain.errors import InvalidInput, NotAParticipant, NotFound
+from domain.errors import InvalidInput, NotAParticipant, NotFound, Unauthorized
 from domain.limits import Limits, clean_client_msg_id, clean_text, clean_title
 from domain.model import Conversation
 from domain.ports import Clock, UnitOfWork
@@ -32,7 +32,10 @@ async def start_conversation(
     if len(cmd.participant_ids) > limits.max_participants_per_request:
         raise InvalidInput(f"at most {limits.max_participants_per_request} participants at once")
     async with uow:
-        unknown = set(cmd.participant_ids) - await uow.users.existing(cmd.participant_ids)
+        known = await uow.users.existing([cmd.owner_id, *cmd.participant_ids])
+        if cmd.owner_id not in known:  # a valid token can outlive its account
+            raise Unauthorized("the caller's account no longer exists")
+        unknown = set(cmd.participant_ids) - known
         if unknown:
             raise InvalidInput("unknown participant ids", details={"user_ids": sorted(map(str, unknown))})
         conv, members = Conversation.start(

@@ -27,6 +27,8 @@ def clean_text(text: str, limits: Limits) -> str:
     trimmed = text.strip()
     if not trimmed:
         raise InvalidInput("text must not be empty")
+    if "\x00" in trimmed:
+        raise InvalidInput("text must not contain NUL characters")
     if len(trimmed) > limits.max_text_chars:
         raise TooLarge(f"text is longer than {limits.max_text_chars} characters")
     return trimmed
@@ -36,6 +38,8 @@ def clean_title(title: str, limits: Limits) -> str:
     trimmed = title.strip()
     if not trimmed:
         raise InvalidInput("title must not be empty")
+    if "\x00" in trimmed:
+        raise InvalidInput("title must not contain NUL characters")
     if len(trimmed) > limits.max_title_chars:
         raise TooLarge(f"title is longer than {limits.max_title_chars} characters")
     return trimmed
@@ -43,6 +47,6 @@ def clean_title(title: str, limits: Limits) -> str:
 
 def clean_client_msg_id(client_msg_id: str) -> str:
     """Client ids are opaque to us but bounded: they are part of a unique index."""
-    if not client_msg_id or len(client_msg_id) > 100:
-        raise InvalidInput("client_msg_id must be 1 to 100 characters")
+    if not client_msg_id or len(client_msg_id) > 100 or "\x00" in client_msg_id:
+        raise InvalidInput("client_msg_id must be 1 to 100 characters, none of them NUL")
     return client_msg_id

@@ -19,6 +19,8 @@ from tests.factories import ConversationCreateFactory, RegisterBodyFactory
 
 @dataclass
 class TestUser:
+    __test__ = False  # not a test class, despite the name
+
     id: UUID
     email: str
     password: str
