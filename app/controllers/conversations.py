@@ -32,12 +32,12 @@ SeqParam = Annotated[int | None, QueryParameter(ge=0, le=2**62)]
 
 async def require_member(services: Services, conversation_id: UUID, user_id: UUID) -> MemberRole:
     """404 when the conversation does not exist, 403 when the caller is not in it."""
-    exists, role = await views.membership(services.engine, conversation_id, user_id)
-    if not exists:
+    found = await views.membership(services.engine, conversation_id, user_id)
+    if not found.exists:
         raise NotFound("conversation not found")
-    if role is None:
+    if found.role is None:
         raise NotAParticipant()
-    return role
+    return found.role
 
 
 async def _read(services: Services, conversation_id: UUID, user_id: UUID) -> ConversationRead:

@@ -172,11 +172,12 @@ class Session:
         cid = frame.conversation_id
         if cid not in self.conn.cursors and len(self.conn.cursors) >= self.limits.joins_per_socket:
             raise TooLarge(f"at most {self.limits.joins_per_socket} joined conversations per socket; leave one first")
-        exists, member, last_seq = await views.join_point(self.services.engine, cid, self.conn.user_id)
-        if not exists:
+        found = await views.membership(self.services.engine, cid, self.conn.user_id)
+        if not found.exists:
             raise NotFound("conversation not found")
-        if not member:
+        if found.role is None:
             raise NotAParticipant()
+        last_seq = found.last_seq
         hub = self.node.hub
         hub.seen_seq[cid] = max(hub.seen_seq.get(cid, 0), last_seq)
         start = last_seq if frame.after_seq is None else min(frame.after_seq, last_seq)

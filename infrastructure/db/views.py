@@ -200,10 +200,16 @@ async def unread_counts(engine: AsyncEngine, user_id: UUID) -> dict[UUID, int]:
         return {r[0]: int(r[1]) for r in (await conn.execute(stmt)).all()}
 
 
-async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> tuple[bool, MemberRole | None]:
-    """(conversation exists, the user's role in it or None)."""
+class Membership(msgspec.Struct, frozen=True):
+    exists: bool
+    role: MemberRole | None
+    last_seq: int
+
+
+async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> Membership:
+    """Does the conversation exist, what is the user's role in it (None: not a member), its last seq."""
     stmt = (
-        sa.select(conversations.c.id, participants.c.role)
+        sa.select(conversations.c.last_seq, participants.c.role)
         .select_from(
             conversations.outerjoin(
                 participants,
@@ -215,33 +221,14 @@ async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) 
     async with engine.connect() as conn:
         row = (await conn.execute(stmt)).one_or_none()
     if row is None:
-        return False, None
-    return True, None if row.role is None else MemberRole(row.role)
+        return Membership(exists=False, role=None, last_seq=0)
+    return Membership(exists=True, role=None if row.role is None else MemberRole(row.role), last_seq=int(row.last_seq))
 
 
 async def get_user(engine: AsyncEngine, user_id: UUID) -> User | None:
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).one_or_none()
     return None if row is None else user_from_row(row._mapping)
-
-
-async def join_point(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> tuple[bool, bool, int]:
-    """(conversation exists, the user is a member, its last_seq) in one query, for WS joins."""
-    stmt = (
-        sa.select(conversations.c.last_seq, participants.c.user_id)
-        .select_from(
-            conversations.outerjoin(
-                participants,
-                sa.and_(participants.c.conversation_id == conversations.c.id, participants.c.user_id == user_id),
-            )
-        )
-        .where(conversations.c.id == conversation_id)
-    )
-    async with engine.connect() as conn:
-        row = (await conn.execute(stmt)).one_or_none()
-    if row is None:
-        return False, False, 0
-    return True, row.user_id is not None, int(row.last_seq)
 
 
 async def conversation_ids_of(engine: AsyncEngine, user_id: UUID) -> list[UUID]:
