@@ -22,27 +22,24 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_page_size: int = 200
 
 
-def clean_text(text: str, limits: Limits) -> str:
-    """Trim a message text and check its length; the trimmed text is what gets stored."""
-    trimmed = text.strip()
+def _clean(value: str, what: str, max_chars: int) -> str:
+    trimmed = value.strip()
     if not trimmed:
-        raise InvalidInput("text must not be empty")
-    if "\x00" in trimmed:
-        raise InvalidInput("text must not contain NUL characters")
-    if len(trimmed) > limits.max_text_chars:
-        raise TooLarge(f"text is longer than {limits.max_text_chars} characters")
+        raise InvalidInput(f"{what} must not be empty")
+    if "\x00" in trimmed:  # PostgreSQL text cannot store NUL
+        raise InvalidInput(f"{what} must not contain NUL characters")
+    if len(trimmed) > max_chars:
+        raise TooLarge(f"{what} is longer than {max_chars} characters")
     return trimmed
+
+
+def clean_text(text: str, limits: Limits) -> str:
+    """Trim a message text and check it; the trimmed text is what gets stored."""
+    return _clean(text, "text", limits.max_text_chars)
 
 
 def clean_title(title: str, limits: Limits) -> str:
-    trimmed = title.strip()
-    if not trimmed:
-        raise InvalidInput("title must not be empty")
-    if "\x00" in trimmed:
-        raise InvalidInput("title must not contain NUL characters")
-    if len(trimmed) > limits.max_title_chars:
-        raise TooLarge(f"title is longer than {limits.max_title_chars} characters")
-    return trimmed
+    return _clean(title, "title", limits.max_title_chars)
 
 
 def clean_client_msg_id(client_msg_id: str) -> str:

@@ -81,6 +81,18 @@ def make_conversation(client: AsyncTestClient[Any]) -> MakeConversation:
     return create
 
 
+@pytest.fixture
+async def room(
+    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation
+) -> tuple[TestUser, str]:
+    """A user and the URL of a conversation they own that already holds one message (seq 1)."""
+    user = await make_user()
+    url = f"/api/conversations/{(await make_conversation(user))['id']}"
+    first = await client.post(f"{url}/messages", json={"client_msg_id": "first", "text": "hi"}, headers=user.headers)
+    assert first.status_code == 201
+    return user, url
+
+
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     """The response is the error envelope with this status and code."""
     assert response.status_code == status, response.text

@@ -31,18 +31,6 @@ async def written(services: Services) -> tuple[int, int]:
     return count[0], count[1]
 
 
-@pytest.fixture
-async def room(
-    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation
-) -> tuple[User, str]:
-    """A user and the URL of a conversation they own that already holds one message."""
-    user = await make_user()
-    url = f"/api/conversations/{(await make_conversation(user))['id']}"
-    first = await client.post(f"{url}/messages", json={"client_msg_id": "first", "text": "hi"}, headers=user.headers)
-    assert first.status_code == 201
-    return user, url
-
-
 BAD_MESSAGES: dict[str, tuple[Any, int, str]] = {
     "empty_text": ({"client_msg_id": "a", "text": ""}, 400, "VALIDATION"),
     "whitespace_only_text": ({"client_msg_id": "a", "text": " \n\t\u3000 "}, 400, "VALIDATION"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
@@ -30,18 +29,6 @@ async def _cursor(services: Services, user: User) -> int:
     async with services.engine.connect() as conn:
         stmt = sa.select(participants.c.last_read_seq).where(participants.c.user_id == user.id)
         return int((await conn.execute(stmt)).scalar_one())
-
-
-@pytest.fixture
-async def room(
-    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation
-) -> tuple[User, str]:
-    """A user and the URL of a conversation they own that already holds one message (seq 1)."""
-    user = await make_user()
-    url = f"/api/conversations/{(await make_conversation(user))['id']}"
-    first = await client.post(f"{url}/messages", json={"client_msg_id": "first", "text": "hi"}, headers=user.headers)
-    assert first.status_code == 201
-    return user, url
 
 
 async def _post_as(services: Services, conversation_id: str, sender: User, count: int) -> None:
