@@ -68,15 +68,16 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
     except Unauthorized as exc:
         await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
         return
-    if await node.presence.live_sockets(user_id) >= services.settings.limits.sockets_per_user:
-        await _refuse(socket, CLOSE_POLICY, f"at most {services.settings.limits.sockets_per_user} sockets per user")
-        return
-    await socket.accept()
     conn = Connection(
         socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, after, limit)
     )
-    session = Session(conn, node, services)
-    await session.run()
+    others = await node.presence.connect(user_id, conn.id)
+    if others >= services.settings.limits.sockets_per_user:
+        await node.presence.disconnect(user_id, conn.id)
+        await _refuse(socket, CLOSE_POLICY, f"at most {services.settings.limits.sockets_per_user} sockets per user")
+        return
+    await socket.accept()
+    await Session(conn, node, services).run(came_online=others == 0)
 
 
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
@@ -94,12 +95,13 @@ class Session:
         self.services = services
         self.limits = services.settings.limits
 
-    async def run(self) -> None:
+    async def run(self, *, came_online: bool) -> None:
+        """The socket is accepted and its presence recorded; this owns both until it closes."""
         hub, conn = self.node.hub, self.conn
         hub.register(conn)
         writer = asyncio.create_task(conn.run_writer())
         try:
-            if await self.node.presence.connect(conn.user_id, conn.id):
+            if came_online:
                 await self._announce("online")
             await self._read_loop(writer)
         finally:

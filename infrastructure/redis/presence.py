@@ -32,12 +32,11 @@ class Presence:
         self._redis = redis
         self._ttl_ms = ttl_seconds * 1000
 
-    async def live_sockets(self, user_id: UUID) -> int:
-        entries: dict[bytes, bytes] = await self._redis.hgetall(keys.presence(user_id))  # type: ignore[misc]
-        return _live(entries, _now_ms())
+    async def connect(self, user_id: UUID, socket_id: str) -> int:
+        """Record a socket; returns how many other live sockets the user has (0: just came online).
 
-    async def connect(self, user_id: UUID, socket_id: str) -> bool:
-        """Record a socket; True when the user just came online (no other live socket)."""
+        Atomic (MULTI), so concurrent connects of one user each see the others: the sockets-per-user
+        limit holds across nodes without a separate counter."""
         now = _now_ms()
         key = keys.presence(user_id)
         pipe = self._redis.pipeline(transaction=True)
@@ -45,7 +44,7 @@ class Presence:
         pipe.hset(key, socket_id, str(now + self._ttl_ms))
         pipe.pexpire(key, self._ttl_ms)
         before, *_ = await pipe.execute()
-        return _live(before, now, excluding=socket_id) == 0
+        return _live(before, now, excluding=socket_id)
 
     async def disconnect(self, user_id: UUID, socket_id: str) -> bool:
         """Forget a socket; True when the user just went offline."""
