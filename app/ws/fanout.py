@@ -70,7 +70,8 @@ class EventFanout:
             try:
                 await self._consume({s: ">" for s in self._streams}, block=BLOCK_MS)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                # NOGROUP: the group is gone. UNBLOCKED: the stream was deleted under a blocked read.
+                if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # Redis lost our groups (restart without persistence, failover): recreate them and let
                 # every local client catch up from Postgres, which lost nothing.
