@@ -57,15 +57,21 @@ class EventFanout:
 
     async def setup(self) -> None:
         """Create the groups at the stream's end (a new node has no sockets, so no backlog to serve),
-        then claim and ack this node's own pending entries left by a previous run of it."""
+        then claim and ack this node's own pending entries left by a previous run of it. Only at start
+        and after Redis lost the groups: moving the group to the end skips entries."""
         for stream in self._streams:
             await streams.ensure_group(self._redis, stream, self._group, start="$")
         await self._consume({s: "0" for s in self._streams}, block=None)
         for stream in self._streams:
             await self._redis.xgroup_setid(stream, self._group, id="$")
 
+    async def teardown(self) -> None:
+        """On a clean shutdown: remove this node's groups now instead of leaving them to the janitor."""
+        for stream in self._streams:
+            await self._redis.xgroup_destroy(stream, self._group)
+
     async def run(self, stop: asyncio.Event) -> None:
-        await self.setup()
+        """Read and dispatch until ``stop``; ``setup`` must have run (it moves the group to the end)."""
         while not stop.is_set():
             try:
                 await self._consume({s: ">" for s in self._streams}, block=BLOCK_MS)

@@ -42,6 +42,7 @@ class Node:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._epoch: str | None = None
+        self._fanout: EventFanout | None = None
         #: Conversations whose Postgres last_seq was ahead of what the stream brought at the last tick.
         self._behind: dict[UUID, int] = {}
 
@@ -49,7 +50,7 @@ class Node:
         redis = self.services.redis
         await groups.mark_node_alive(redis, self.node_id)  # before the groups exist: the janitor spares us
         self._epoch = await streams.ensure_epoch(redis)
-        fanout = EventFanout(
+        self._fanout = fanout = EventFanout(
             redis, self.hub, node_id=self.node_id, shard_count=self.services.settings.redis.shard_count
         )
         await fanout.setup()
@@ -69,6 +70,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(Exception):
+            if self._fanout is not None:
+                await self._fanout.teardown()
             await groups.mark_node_gone(self.services.redis, self.node_id)
 
     async def _guard(self, loop: Callable[[], Awaitable[None]], name: str) -> None:
