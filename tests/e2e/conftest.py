@@ -16,9 +16,6 @@ from tests.e2e.checker import History
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster
 
-pytestmark = pytest.mark.e2e
-
-
 @pytest.fixture(scope="session")
 def e2e_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
     """A database for the cluster alone (integration tests truncate theirs after every test)."""
