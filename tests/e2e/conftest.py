@@ -16,6 +16,7 @@ from tests.e2e.checker import History
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster
 
+
 @pytest.fixture(scope="session")
 def e2e_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
     """A database for the cluster alone (integration tests truncate theirs after every test)."""
