@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -49,7 +50,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await node.stop()
             await services.close()
 
-    prometheus = PrometheusConfig(app_name="parley", prefix="parley", group_path=True, exclude=["/metrics", "/health"])
+    # HTTP only: on WebSockets the middleware would wrap every frame sent, for a metric of no use.
+    prometheus = PrometheusConfig(
+        app_name="parley",
+        prefix="parley",
+        group_path=True,
+        exclude=["/metrics", "/health"],
+        scopes={ScopeType.HTTP},
+    )
     return Litestar(
         route_handlers=[
             AuthController,

@@ -64,10 +64,25 @@ def create_redis(settings: Settings) -> Redis:
     return client
 
 
+def asyncpg_dsn(settings: Settings) -> str:
+    return settings.database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (``RESET ALL; UNLISTEN *; …``, a round trip per use).
+
+    Nothing that uses this pool leaves session state behind: locks are transaction-scoped
+    (``pg_try_advisory_xact_lock``), settings are ``SET LOCAL``, and LISTEN runs on a dedicated
+    connection (the relay's), so there is nothing to reset."""
+
+
 async def create_pg_pool(settings: Settings) -> asyncpg.Pool:
-    dsn = settings.database.url.replace("postgresql+asyncpg://", "postgresql://", 1)
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=settings.database.pool_size, max_inactive_connection_lifetime=300
+        asyncpg_dsn(settings),
+        min_size=1,
+        max_size=settings.database.pool_size,
+        max_inactive_connection_lifetime=300,
+        reset=_keep_session,
     )
     return pool
 

@@ -22,7 +22,7 @@ import asyncpg
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from redis.exceptions import RedisError
 
-from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
 from infrastructure.db.unit_of_work import OUTBOX_CHANNEL
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
@@ -103,7 +103,9 @@ class OutboxRelay:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
-                async with self._services.pg.acquire() as listener:
+                # LISTEN holds session state: a connection of its own, never the pool's.
+                listener = await asyncpg.connect(asyncpg_dsn(self._services.settings))
+                try:
                     await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
                     log.info("relay listening on %s", OUTBOX_CHANNEL)
                     while not self._stopping.is_set():
@@ -112,6 +114,8 @@ class OutboxRelay:
                         await self._sleep()
                         if listener.is_closed():
                             raise ConnectionError("LISTEN connection closed")
+                finally:
+                    await listener.close(timeout=5)
             except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
                 log.warning("relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
