@@ -28,7 +28,7 @@ class ConversationRepository(Protocol):
     async def add(self, conversation: Conversation) -> None: ...
 
     async def save(self, conversation: Conversation) -> None:
-        """Write back title, assistant settings, ``last_seq`` and ``updated_at``."""
+        """Write back title, assistant settings, ``last_seq`` and ``updated_at`` (at the latest on commit)."""
 
     async def delete(self, conversation_id: UUID) -> None: ...
 
@@ -50,7 +50,8 @@ class ParticipantRepository(Protocol):
 
     async def remove(self, conversation_id: UUID, user_id: UUID) -> bool: ...
 
-    async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None: ...
+    async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
+        """Never backwards (at the latest on commit)."""
 
 
 class UserDirectory(Protocol):

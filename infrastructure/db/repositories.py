@@ -7,6 +7,7 @@ statement per connection. The SQL must agree with ``tables.py`` (checked by the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
@@ -72,14 +73,44 @@ _SELECT_CONVERSATION = """
 _MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at"
 
 
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class PendingWrites:
+    """Writes whose result nobody waits for, sent together at commit as one statement.
+
+    Each is a statement with its own ``$1…$n`` parameters; ``statement()`` renumbers them and joins
+    them as data-modifying CTEs (``WITH w0 AS (UPDATE …), w1 AS (INSERT …) SELECT …``), which
+    PostgreSQL runs exactly once each. A post then costs one round trip for its conversation update,
+    read cursor and outbox row instead of three. Only this module's own SQL goes through here.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._args: list[Any] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def add(self, sql: str, *args: Any) -> None:
+        offset = len(self._args)
+        self._parts.append(_PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql))
+        self._args.extend(args)
+
+    def statement(self, final_select: str) -> tuple[str, list[Any]]:
+        ctes = ",\n".join(f"w{i} AS ({part})" for i, part in enumerate(self._parts))
+        return f"WITH {ctes}\n{final_select}", self._args
+
+
 def _inserted(status: str) -> bool:
     """asyncpg returns the command tag, e.g. ``INSERT 0 1``."""
     return status.rsplit(" ", 1)[-1] == "1"
 
 
 class SqlConversationRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, pending: PendingWrites) -> None:
         self._conn = conn
+        self._pending = pending
         #: Aggregates loaded or added in this unit of work; their events go to the outbox at commit.
         self.seen: list[Conversation] = []
 
@@ -108,7 +139,7 @@ class SqlConversationRepository:
         self.seen.append(conv)
 
     async def save(self, conv: Conversation) -> None:
-        await self._conn.execute(
+        self._pending.add(
             """UPDATE conversations SET title = $2, last_seq = $3, assistant_enabled = $4, assistant_model = $5,
                    assistant_system_prompt = $6, updated_at = $7
                WHERE id = $1""",
@@ -142,8 +173,9 @@ class SqlMessageRepository:
 
 
 class SqlParticipantRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, pending: PendingWrites) -> None:
         self._conn = conn
+        self._pending = pending
 
     async def get(self, conversation_id: UUID, user_id: UUID) -> Participant | None:
         row = await self._conn.fetchrow(
@@ -171,7 +203,7 @@ class SqlParticipantRepository:
 
     async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
         # GREATEST keeps the cursor monotonic even when two devices race without a lock.
-        await self._conn.execute(
+        self._pending.add(
             """UPDATE participants SET last_read_seq = GREATEST(last_read_seq, $3)
                WHERE conversation_id = $1 AND user_id = $2""",
             conversation_id, user_id, seq,

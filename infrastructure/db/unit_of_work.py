@@ -1,4 +1,5 @@
-"""The unit of work: one transaction; ``commit`` writes the aggregates' events to the outbox and NOTIFYs.
+"""The unit of work: one transaction; ``commit`` flushes the deferred writes, writes the aggregates'
+events to the outbox and NOTIFYs the relays, all in one statement, then commits.
 
 The request path never talks to Redis: an event exists for the rest of the system once its outbox
 row commits, together with the state change it describes (flow 1 of docs/architecture.md).
@@ -14,6 +15,7 @@ from asyncpg.transaction import Transaction
 
 from domain import events
 from infrastructure.db.repositories import (
+    PendingWrites,
     SqlConversationRepository,
     SqlMessageRepository,
     SqlParticipantRepository,
@@ -23,15 +25,13 @@ from infrastructure.db.repositories import (
 #: The channel relays LISTEN on; the payload is empty (a relay drains every shard it owns).
 OUTBOX_CHANNEL = "parley_outbox"
 
-# One round trip for all of a commit's events and the wake-up of the relays. unnest keeps array order,
-# so outbox ids follow the order the aggregates recorded their events in.
-_WRITE_OUTBOX = f"""
-    WITH written AS (
-        INSERT INTO outbox (event_type, shard, payload)
-        SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
-    )
-    SELECT pg_notify('{OUTBOX_CHANNEL}', '')
+# All of a commit's events in one insert; unnest keeps array order, so outbox ids follow the order the
+# aggregates recorded their events in.
+_WRITE_OUTBOX = """
+    INSERT INTO outbox (event_type, shard, payload)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
 """
+_NOTIFY_RELAYS = f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
 
 
 class SqlUnitOfWork:
@@ -42,6 +42,7 @@ class SqlUnitOfWork:
 
     def __init__(self, pool: asyncpg.Pool, *, shard_count: int) -> None:
         self._pool = pool
+        self._pending = PendingWrites()
         self._shard_count = shard_count
         self._conn: asyncpg.Connection | None = None
         self._tx: Transaction | None = None
@@ -50,9 +51,10 @@ class SqlUnitOfWork:
         self._conn = await self._pool.acquire()
         self._tx = self._conn.transaction()
         await self._tx.start()
-        self.conversations = SqlConversationRepository(self._conn)
+        self._pending = PendingWrites()
+        self.conversations = SqlConversationRepository(self._conn, self._pending)
         self.messages = SqlMessageRepository(self._conn)
-        self.participants = SqlParticipantRepository(self._conn)
+        self.participants = SqlParticipantRepository(self._conn, self._pending)
         self.users = SqlUserRepository(self._conn)
         return self
 
@@ -68,14 +70,18 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         assert self._conn is not None and self._tx is not None
-        pending = [event for conv in self.conversations.seen for event in conv.events]
-        if pending:
-            await self._conn.execute(
+        recorded = [event for conv in self.conversations.seen for event in conv.events]
+        if recorded:
+            self._pending.add(
                 _WRITE_OUTBOX,
-                [events.type_name(e) for e in pending],
-                [events.shard_for(e.conversation_id, self._shard_count) for e in pending],
-                [events.encode(e) for e in pending],
+                [events.type_name(e) for e in recorded],
+                [events.shard_for(e.conversation_id, self._shard_count) for e in recorded],
+                [events.encode(e) for e in recorded],
             )
+        if self._pending:
+            # Deferred writes, outbox rows and the relays' wake-up: one round trip.
+            sql, args = self._pending.statement(_NOTIFY_RELAYS if recorded else "SELECT 1")
+            await self._conn.execute(sql, *args)
         await self._tx.commit()
         self._tx = None
         for conv in self.conversations.seen:
