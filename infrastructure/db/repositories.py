@@ -83,6 +83,10 @@ class PendingWrites:
     them as data-modifying CTEs (``WITH w0 AS (UPDATE …), w1 AS (INSERT …) SELECT …``), which
     PostgreSQL runs exactly once each. A post then costs one round trip for its conversation update,
     read cursor and outbox row instead of three. Only this module's own SQL goes through here.
+
+    All parts see the same snapshot, so a row must be written by at most one part per unit of work
+    (PostgreSQL applies only one of two updates of a row in one statement); handlers save an
+    aggregate once, right before commit.
     """
 
     def __init__(self) -> None:
