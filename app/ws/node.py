@@ -19,12 +19,13 @@ from app.ws.hub import Hub
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
 from infrastructure.redis import groups, streams
-from infrastructure.redis.presence import PRESENCE_TTL_SECONDS, Presence
+from infrastructure.redis.presence import Presence
 
 log = logging.getLogger("parley.ws.node")
 
-#: Maintenance tick. Jittered so that nodes started together do not hit Redis and Postgres in step.
-TICK_SECONDS = PRESENCE_TTL_SECONDS / 3
+#: Maintenance tick: the node's alive key (which also keeps its users' presence) is refreshed this often,
+#: well inside its TTL. Jittered so that nodes started together do not hit Redis and Postgres in step.
+TICK_SECONDS = groups.NODE_HEARTBEAT_SECONDS
 #: The janitor runs every this many ticks.
 JANITOR_EVERY_TICKS = 6
 
@@ -38,7 +39,7 @@ class Node:
         self.services = services
         self.node_id = services.settings.server.node_id or default_node_id()
         self.hub = Hub()
-        self.presence = Presence(services.redis)
+        self.presence = Presence(services.redis, self.node_id)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._epoch: str | None = None
@@ -99,7 +100,6 @@ class Node:
     async def _tick(self, tick: int) -> None:
         redis = self.services.redis
         await groups.mark_node_alive(redis, self.node_id)
-        await self.presence.heartbeat((c.user_id, c.id) for c in list(self.hub.connections))
         epoch = await streams.ensure_epoch(redis)
         if epoch != self._epoch:
             log.warning("Redis epoch changed (%s -> %s): Redis lost data; resyncing local sockets", self._epoch, epoch)

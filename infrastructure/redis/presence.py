@@ -1,50 +1,41 @@
-"""Presence: a user is online while any of their sockets, on any node, has a fresh heartbeat.
+"""Presence: a user is online while any of their sockets is open on a node that is alive.
 
-Each user has a hash ``socket id -> expiry (ms)``. Nodes refresh their sockets' entries on a
-heartbeat; a node that dies without saying goodbye simply stops refreshing and its entries go
-stale, so nobody stays online forever. The key itself also expires when nothing refreshes it.
+Each user has a hash ``socket id -> node id``. Liveness is the node's, not the socket's: every node
+already refreshes its own alive key (``keys.node_alive``, TTL 60 s), so keeping presence costs one
+write per node per heartbeat however many sockets it holds, and the sockets of a node killed without
+saying goodbye stop counting once its key expires. Entries of dead nodes are pruned lazily.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from uuid import UUID
 
 from redis.asyncio import Redis
 
 from infrastructure.redis import keys
 
-#: An entry is live this long after its last heartbeat; heartbeats come every TTL/3.
-PRESENCE_TTL_SECONDS = 45
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _live(entries: dict[bytes, bytes], now_ms: int, *, excluding: str | None = None) -> int:
-    return sum(1 for sid, exp in entries.items() if int(exp) > now_ms and sid.decode() != excluding)
+#: Bounds the garbage of a user who never connects again after their node died.
+ENTRY_TTL_SECONDS = 24 * 3600
 
 
 class Presence:
-    def __init__(self, redis: Redis, ttl_seconds: int = PRESENCE_TTL_SECONDS) -> None:
+    def __init__(self, redis: Redis, node_id: str) -> None:
         self._redis = redis
-        self._ttl_ms = ttl_seconds * 1000
+        self._node_id = node_id
 
     async def connect(self, user_id: UUID, socket_id: str) -> int:
         """Record a socket; returns how many other live sockets the user has (0: just came online).
 
-        Atomic (MULTI), so concurrent connects of one user each see the others: the sockets-per-user
-        limit holds across nodes without a separate counter."""
-        now = _now_ms()
+        The read and the write are one MULTI, so concurrent connects of one user each see the others:
+        the sockets-per-user limit holds across nodes without a separate counter."""
         key = keys.presence(user_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(key)
-        pipe.hset(key, socket_id, str(now + self._ttl_ms))
-        pipe.pexpire(key, self._ttl_ms)
+        pipe.hset(key, socket_id, self._node_id)
+        pipe.expire(key, ENTRY_TTL_SECONDS)
         before, *_ = await pipe.execute()
-        return _live(before, now, excluding=socket_id)
+        before.pop(socket_id.encode(), None)
+        return await self._live(key, before)
 
     async def disconnect(self, user_id: UUID, socket_id: str) -> bool:
         """Forget a socket; True when the user just went offline."""
@@ -53,14 +44,16 @@ class Presence:
         pipe.hdel(key, socket_id)
         pipe.hgetall(key)
         _, after = await pipe.execute()
-        return _live(after, _now_ms()) == 0
+        return await self._live(key, after) == 0
 
-    async def heartbeat(self, sockets: Iterable[tuple[UUID, str]]) -> None:
-        """Refresh many sockets in one round trip (one call per node per heartbeat, not per socket)."""
-        expiry = _now_ms() + self._ttl_ms
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, socket_id in sockets:
-            key = keys.presence(user_id)
-            pipe.hset(key, socket_id, str(expiry))
-            pipe.pexpire(key, self._ttl_ms)
-        await pipe.execute()
+    async def _live(self, key: str, entries: dict[bytes, bytes]) -> int:
+        """Count entries whose node is alive, pruning those of dead nodes."""
+        if not entries:
+            return 0
+        nodes = sorted({node.decode() for node in entries.values()})
+        alive_flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
+        alive = {n for n, flag in zip(nodes, alive_flags, strict=True) if flag is not None}
+        dead = [sid.decode() for sid, node in entries.items() if node.decode() not in alive]
+        if dead:
+            await self._redis.hdel(key, *dead)  # type: ignore[misc]
+        return len(entries) - len(dead)
