@@ -1,8 +1,8 @@
 """Flow 2, the outbox relay (`parley relay`): committed outbox rows -> Redis Streams, then deleted.
 
 Each batch is one transaction: take the shards' advisory locks (transaction-scoped, so at most one
-relay publishes a shard at any moment and per-conversation order holds), claim the oldest rows of the
-shards we locked ``FOR UPDATE SKIP LOCKED``, XADD them in one pipeline, delete them, commit. A crash
+relay publishes a shard at any moment and per-conversation order holds), delete the oldest rows of the
+shards we locked (``FOR UPDATE SKIP LOCKED``) returning them, XADD them in one pipeline, commit. A crash
 between XADD and commit leaves the rows for the next batch: they are published again, and consumers
 absorb the duplicates by seq. Any number of relays may run; extra ones are hot standbys that take
 shards whenever the active one does not hold them.
@@ -40,24 +40,29 @@ PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to 
 BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
 BACKLOG = Gauge("parley_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
 
-# Lock the shards no other relay holds (transaction-scoped: released at commit), then claim the oldest
-# rows of those shards. MATERIALIZED keeps the lock calls out of the outer query's plan.
+# One statement: lock the shards no other relay holds (transaction-scoped, released at commit), take
+# the oldest rows of those shards out of the outbox, and let this transaction commit asynchronously.
+# The rows come back if the transaction does not commit (Redis refused the XADD, the relay died).
+# An asynchronous commit is enough: if a crash loses it, the rows are published again and consumers
+# absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock calls out of the
+# outer plan, and RETURNING has no order, so the caller sorts by id.
 _CLAIM = """
-    WITH mine AS MATERIALIZED (
+    WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+    mine AS MATERIALIZED (
         SELECT s FROM generate_series(0, $1::int - 1) AS s
         WHERE pg_try_advisory_xact_lock($2::int, s)
+    ),
+    claimed AS (
+        DELETE FROM outbox WHERE id IN (
+            SELECT id FROM outbox
+            WHERE shard IN (SELECT s FROM mine)
+            ORDER BY id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, shard, event_type, payload
     )
-    SELECT id, shard, event_type, payload FROM outbox
-    WHERE shard IN (SELECT s FROM mine)
-    ORDER BY id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-"""
-# The delete need not be durable: if a crash loses it, the rows are published again and consumers
-# absorb the duplicates. Committing it asynchronously saves a WAL flush per batch.
-_DELETE = """
-    WITH deleted AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))
-    SELECT set_config('synchronous_commit', 'off', true)
+    SELECT claimed.* FROM claimed, async_commit
 """
 
 
@@ -81,9 +86,11 @@ class OutboxRelay:
             rows = await conn.fetch(_CLAIM, settings.redis.shard_count, LOCK_NAMESPACE, self._batch_size)
             if not rows:
                 return 0
-            batch = [streams.OutboxEntry(r["id"], r["shard"], r["event_type"], r["payload"]) for r in rows]
+            batch = sorted(
+                (streams.OutboxEntry(r["id"], r["shard"], r["event_type"], r["payload"]) for r in rows),
+                key=lambda e: e.id,
+            )
             await streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
-            await conn.execute(_DELETE, [e.id for e in batch])
         PUBLISHED.inc(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return len(batch)
