@@ -8,8 +8,8 @@ from polyfactory import Use
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
 from app.schemas import ConversationCreate, MessageCreate, RegisterBody
-from domain import commands
-from domain.values import AssistantSettings, MessageRole
+from domain import commands, events
+from domain.values import AssistantSettings, Message, MessageRole
 
 
 class RegisterBodyFactory(MsgspecFactory[RegisterBody]):
@@ -39,3 +39,17 @@ class StartConversationFactory(MsgspecFactory[commands.StartConversation]):
     title = Use(lambda: f"room-{uuid.uuid4().hex[:6]}")
     participant_ids = Use(list)
     assistant = AssistantSettings()
+
+
+class MessageFactory(MsgspecFactory[Message]):
+    """A stored message; pass ``conversation_id`` and ``seq`` when they matter."""
+
+    role = MessageRole.USER
+    sender_id = None
+    client_msg_id = None
+    text = Use(lambda: f"text {uuid.uuid4().hex[:8]}")
+
+
+def message_posted(**message_fields: object) -> events.MessagePosted:
+    message = MessageFactory.build(**message_fields)
+    return events.MessagePosted(event_id=uuid.uuid4(), occurred_at=message.created_at, message=message)

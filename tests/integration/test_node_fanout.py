@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 from app.ws.fanout import EventFanout
 from app.ws.hub import Hub
 from domain import events
-from domain.values import Message, MessageRole
 from infrastructure.bootstrap import Services
 from infrastructure.redis import keys, streams
+from tests.factories import message_posted
 
 
 class RecordingHub(Hub):
@@ -24,18 +23,7 @@ class RecordingHub(Hub):
 
 
 def posted(seq: int) -> events.MessagePosted:
-    now = datetime.now(UTC)
-    message = Message(
-        id=uuid.uuid4(),
-        conversation_id=uuid.UUID(int=0),  # shard 0
-        seq=seq,
-        sender_id=None,
-        role=MessageRole.USER,
-        text="x",
-        client_msg_id=None,
-        created_at=now,
-    )
-    return events.MessagePosted(event_id=uuid.uuid4(), occurred_at=now, message=message)
+    return message_posted(conversation_id=uuid.UUID(int=0), seq=seq)  # shard 0
 
 
 async def _publish(services: Services, *seqs: int) -> None:

@@ -5,27 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from app.ws import frames
 from app.ws.connection import CatchUp, Close, Connection, Live
-from domain.values import Message, MessageRole
+from domain.values import Message
+from tests.factories import MessageFactory
 
 CONV = uuid.uuid4()
 
 
 def message(seq: int) -> Message:
-    return Message(
-        id=uuid.uuid4(),
-        conversation_id=CONV,
-        seq=seq,
-        sender_id=None,
-        role=MessageRole.USER,
-        text=f"m{seq}",
-        client_msg_id=None,
-        created_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return MessageFactory.build(conversation_id=CONV, seq=seq)
 
 
 class FakeSocket:

@@ -9,7 +9,7 @@ from typing import Any
 from app.ws.connection import Connection, Live
 from app.ws.hub import Hub
 from domain import events
-from domain.values import Message, MessageRole
+from tests.factories import message_posted
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,17 +24,7 @@ class SpyConnection(Connection):
 
 
 def message(conversation_id: uuid.UUID, seq: int) -> events.MessagePosted:
-    m = Message(
-        id=uuid.uuid4(),
-        conversation_id=conversation_id,
-        seq=seq,
-        sender_id=None,
-        role=MessageRole.USER,
-        text="t",
-        client_msg_id=None,
-        created_at=NOW,
-    )
-    return events.MessagePosted(event_id=uuid.uuid4(), occurred_at=NOW, message=m)
+    return message_posted(conversation_id=conversation_id, seq=seq)
 
 
 def test_a_message_reaches_every_socket_joined_to_its_conversation_and_no_other() -> None:
