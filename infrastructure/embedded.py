@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class EmbeddedPostgres:
 
 def start_postgres(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
     """Start (or attach to) the PostgreSQL whose data lives in ``data_dir``; initdb on first use."""
+    # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         from pgserver.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - depends on the install
