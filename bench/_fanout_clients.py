@@ -82,6 +82,10 @@ class LoadReport:
     send_lag_ms: list[float] = field(default_factory=list)  # actual send time - scheduled time
     delivery_ms: list[float] = field(default_factory=list)
     delivered: Counter[str] = field(default_factory=Counter)  # client_msg_id -> sockets that got it once
+    # The same, counting only the sockets that stayed open to the end (a dropped socket would resync
+    # on reconnect: what it missed is a dropped connection, not a lost message), and those sockets per room.
+    kept_delivered: Counter[str] = field(default_factory=Counter)
+    kept_rooms: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     out_of_order: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # error frames / refused sends, by code
@@ -102,6 +106,8 @@ class LoadReport:
             out.send_lag_ms += r.send_lag_ms
             out.delivery_ms += r.delivery_ms
             out.delivered.update(r.delivered)
+            out.kept_delivered.update(r.kept_delivered)
+            out.kept_rooms.update(r.kept_rooms)
             out.duplicates += r.duplicates
             out.out_of_order += r.out_of_order
             for mine, theirs in ((out.errors, r.errors), (out.other_frames, r.other_frames), (out.dropped, r.dropped)):
@@ -147,6 +153,7 @@ class Recorder:
         if order <= sock.last.get(order_key, -1):
             report.out_of_order += 1
         sock.last[order_key] = order
+        sock.cmids.append(cmid)
         report.delivered[cmid] += 1
         with contextlib.suppress(ValueError):
             report.delivery_ms.append((now - float(text[2 : text.index(" ")])) * 1000)
@@ -156,7 +163,10 @@ class Recorder:
 class SocketState:
     seen: set[object] = field(default_factory=set)
     last: dict[object, int] = field(default_factory=dict)
-    closing: bool = False
+    cmids: list[str] = field(default_factory=list)  # messages received (once each)
+    joined: bool = False
+    dropped: bool = False  # closed by the server
+    closing: bool = False  # closed by us (or never opened)
 
 
 class Client(Protocol):
@@ -195,12 +205,18 @@ class WsClient:
     async def _read(self) -> None:
         from websockets.exceptions import ConnectionClosed
 
-        with contextlib.suppress(ConnectionClosed):
+        try:
             async for raw in self.ws:
                 await self.handle(raw)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # a client bug: shown under "errors", the socket is left out of the counts
+            self.rec.report.errors[f"client {type(exc).__name__}: {exc}"[:100]] += 1
+            self.state.dropped = True
+            return
         if not self.state.closing:
-            rcvd = self.ws.close_rcvd
-            self.rec.report.dropped[str(rcvd.code) if rcvd else "no close frame"] += 1
+            self.state.dropped = True
+            self.rec.report.dropped[str(self.ws.close_code or "no close frame")] += 1
 
     async def handle(self, raw: str) -> None:
         raise NotImplementedError
@@ -313,6 +329,7 @@ class SioClient:
 
     def _on_disconnect(self, reason: Any = None) -> None:
         if not self.state.closing:
+            self.state.dropped = True
             self.rec.report.dropped[str(reason)] += 1
 
     async def send(self, cmid: str, text: str) -> None:
@@ -347,6 +364,7 @@ async def _connect_all(clients: list[Client], specs: list[SocketSpec], concurren
                 client.state.closing = True  # a failed socket is not "dropped" later
                 return
             report.connect_ms.append((time.perf_counter() - started) * 1000)
+            client.state.joined = True
             report.room_sockets[spec.room] += 1
 
     started = time.perf_counter()
@@ -408,6 +426,9 @@ async def run_worker(
         await asyncio.gather(*(_send_on_schedule(c, s, plan, start_at, rec) for c, s in senders))
         await _drain(rec, plan.drain)
         rec.measuring = False
+        kept = [(c, s) for c, s in zip(clients, plan.sockets, strict=True) if c.state.joined and not c.state.dropped]
+        rec.report.kept_rooms = Counter(s.room for _, s in kept)
+        rec.report.kept_delivered = Counter(cmid for c, _ in kept for cmid in c.state.cmids)
         await finished(rec.report)
     finally:
         with contextlib.suppress(Exception):

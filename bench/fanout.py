@@ -5,7 +5,8 @@ S of them send at an aggregate T msg/s for D seconds on an open-loop schedule (e
 time; a late one is sent late, not skipped, and timed from its due time). For every send: the time to
 its ``ack``; for every ``message`` frame on every socket of the room (the sender's own included): the
 time from the due send time to delivery. Then delivered/expected (expected = acked messages x
-sockets joined to their room), loss (expected, never delivered after the drain), duplicates and
+sockets joined to their room and still open at the end; sockets the server closed are counted apart),
+loss (expected, never delivered after the drain), duplicates and
 out-of-order deliveries per socket, throughput, and the servers' CPU and memory (RSS per connection).
 
 Parley's path per message: WS frame -> rate limit (Redis) -> ``post_message`` transaction (row lock,
@@ -241,9 +242,9 @@ def cuts(values: list[float]) -> tuple[float, float, float] | None:
 
 
 def summarize(o: Outcome, args: argparse.Namespace) -> dict[str, Any]:
-    load, rooms = o.load, o.connect.room_sockets
+    load, rooms = o.load, o.load.kept_rooms  # sockets that stayed open; see LoadReport.kept_delivered
     expected = sum(rooms[room] for room in load.acked.values())
-    delivered = sum(min(load.delivered[cmid], rooms[room]) for cmid, room in load.acked.items())
+    delivered = sum(min(load.kept_delivered[cmid], rooms[room]) for cmid, room in load.acked.items())
     unacked = sum(n for cmid, n in load.delivered.items() if cmid not in load.acked)
     held = len(o.connect.connect_ms) - sum(load.dropped.values())
     res = o.resources
@@ -285,6 +286,7 @@ ROWS: list[tuple[str, Any, Any]] = [
     ("ack p50/95/99 ms", lambda s: _ms(s["ack_ms"]), lambda s: s["ack_ms"]),
     ("delivery p50/95/99 ms", lambda s: _ms(s["delivery_ms"]), lambda s: s["delivery_ms"]),
     ("delivery max ms", lambda s: _ms([s["delivery_max_ms"]] if s["delivery_max_ms"] else None), None),
+    ("sockets dropped by server", lambda s: str(sum(s["dropped"].values())), None),
     ("delivered/expected", lambda s: f"{s['delivered']}/{s['expected']}", None),
     ("drain s", lambda s: f"{s['drain_seconds']:.1f}" + (" (cut off)" if s["drain_cut"] else ""), None),
     ("loss", lambda s: str(s["loss"]), None),
@@ -342,7 +344,8 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], nofile:
         "\nkernel I/O threads): it competes for the same cores. RSS per connection = growth of the nodes' RSS"
         "\nwhile connecting / connections made; CPU ms per message = all servers' CPU over the window / acked"
         "\nmessages (it includes idle work, so it is inflated at low rates). A drain 'cut off' means deliveries"
-        "\nwere still arriving: the system was behind, and 'loss' counts what had not arrived by then."
+        "\nwere still arriving: the system was behind, and 'loss' counts what had not arrived by then. Loss and"
+        "\ndelivered/expected count the sockets that stayed open; sockets the server closed are listed apart."
     )
     for kind in kinds:
         s = results[kind]
