@@ -34,6 +34,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+#: Client frames accepted but not yet handled, per socket; past it a frame is refused with RATE_LIMITED.
+MAX_FRAMES_IN_FLIGHT = 64
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -100,20 +102,30 @@ class Session:
         hub, conn = self.node.hub, self.conn
         hub.register(conn)
         writer = asyncio.create_task(conn.run_writer())
+        inbox: asyncio.Queue[str] = asyncio.Queue(MAX_FRAMES_IN_FLIGHT)
+        handler = asyncio.create_task(self._handle_loop(inbox))
         try:
             if came_online:
                 await self._announce("online")
-            await self._read_loop(writer)
+            await self._read_loop(writer, inbox)
         finally:
             hub.unregister(conn)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (handler, writer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(Exception):
                 if await self.node.presence.disconnect(conn.user_id, conn.id):
                     await self._announce("offline")
 
-    async def _read_loop(self, writer: asyncio.Task[None]) -> None:
+    async def _handle_loop(self, inbox: asyncio.Queue[str]) -> None:
+        """Handle the client's frames one at a time, in the order they came."""
+        while True:
+            await self.handle(await inbox.get())
+
+    async def _read_loop(self, writer: asyncio.Task[None], inbox: asyncio.Queue[str]) -> None:
+        """Keep reading while frames are handled elsewhere: a handler waiting on the database must not
+        leave the client's pongs unread (the server would then drop the socket as unresponsive)."""
         socket = self.conn.socket
         while not writer.done():
             try:
@@ -129,7 +141,19 @@ class Session:
             if len(data) > self.limits.max_frame_bytes:
                 self.conn.close(CLOSE_TOO_BIG, f"frames are limited to {self.limits.max_frame_bytes} bytes")
                 return
-            await self.handle(data)
+            try:
+                inbox.put_nowait(data)
+            except asyncio.QueueFull:
+                self._refuse_frame(data)
+
+    def _refuse_frame(self, data: str) -> None:
+        """The client has more frames waiting than we accept; this one is answered, not dropped."""
+        try:
+            ref = _ref_of(frames.decode(data))
+        except frames.FrameError:
+            ref = None
+        message = f"more than {MAX_FRAMES_IN_FLIGHT} frames waiting; slow down and send it again"
+        self.conn.offer(frames.error_frame("RATE_LIMITED", message, ref))
 
     async def handle(self, data: str) -> None:
         ref: str | None = None

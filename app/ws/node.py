@@ -44,7 +44,8 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._epoch: str | None = None
         self._fanout: EventFanout | None = None
-        #: Conversations whose Postgres last_seq was ahead of what the stream brought at the last tick.
+        #: Conversations whose Postgres last_seq was ahead of the stream at the last tick -> the seq the
+        #: stream had brought then.
         self._behind: dict[UUID, int] = {}
 
     async def start(self) -> None:
@@ -110,8 +111,8 @@ class Node:
             await groups.remove_dead_node_groups(redis, self.services.settings.redis.shard_count)
 
     async def _check_lag(self) -> None:
-        """Safety net for lost stream tails: a conversation whose Postgres seq stayed ahead of what the
-        stream delivered for a whole tick gets its local subscribers caught up from Postgres."""
+        """Safety net for lost stream tails: a conversation whose Postgres seq stayed ahead of the stream
+        for a whole tick, with nothing arriving for it meanwhile, has its local subscribers caught up."""
         joined = self.hub.joined_conversations()
         if not joined:
             self._behind.clear()
@@ -124,11 +125,15 @@ class Node:
             ).all()
         behind: dict[UUID, int] = {}
         for conversation_id, last_seq in rows:
-            if last_seq > self.hub.seen_seq.get(conversation_id, 0):
-                if self._behind.get(conversation_id, last_seq + 1) <= last_seq:
-                    log.info("conversation %s: stream behind Postgres for a tick; resyncing", conversation_id)
-                    self.hub.seen_seq[conversation_id] = last_seq
-                    self.hub.resync(conversation_id)
-                else:
-                    behind[conversation_id] = last_seq
+            seen = self.hub.seen_seq.get(conversation_id, 0)
+            if last_seq <= seen:
+                continue
+            if self._behind.get(conversation_id) == seen:
+                # Behind at the last tick too, and the stream brought nothing for it since: its tail was
+                # lost (a stream that is merely backlogged keeps advancing and is left alone).
+                log.info("conversation %s: stream stalled behind Postgres; resyncing", conversation_id)
+                self.hub.seen_seq[conversation_id] = last_seq
+                self.hub.resync(conversation_id)
+            else:
+                behind[conversation_id] = seen
         self._behind = behind
