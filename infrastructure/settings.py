@@ -7,7 +7,6 @@ Every field's docstring is printed by ``parley --help`` (see ``describe_settings
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -197,8 +196,3 @@ def describe_settings() -> list[tuple[str, str]]:
     rows = [(f.metadata["env"], f.metadata["help"]) for cls in sections for f in fields(cls)]
     rows.append((LIMIT_PREFIX + "<NAME>", "override a limit: " + ", ".join(Limits.__struct_fields__)))
     return rows
-
-
-def dev_secret() -> str:
-    """A throwaway secret for `parley dev` when JWT_SECRET is unset (tokens die with the process)."""
-    return secrets.token_hex(32)

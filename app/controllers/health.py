@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-import sqlalchemy as sa
 from litestar import Controller, Response, get
 
 from app.deps import ServicesDep
+from infrastructure.db import views
 from migrations import head_revision
 
 
@@ -38,8 +38,8 @@ class HealthController(Controller):
 
 async def _postgres(services: ServicesDep) -> str:
     try:
-        async with asyncio.timeout(2), services.engine.connect() as conn:
-            version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+        async with asyncio.timeout(2):
+            version = await views.schema_version(services.engine)
     except Exception as exc:  # any failure is "not ready", reported, never raised
         return f"error: {type(exc).__name__}"
     head = head_revision()

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.errors import InvalidInput
-from domain.values import MemberRole, Message, MessageRole, User
-from infrastructure.db.repositories import message_from_row, user_from_row
+from domain.values import MemberRole, Message, MessageRole
+from infrastructure.db.repositories import message_from_row
 from infrastructure.db.tables import conversations, messages, participants, users
 
 #: Message columns without the generated full-text column.
@@ -225,10 +225,11 @@ async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) 
     return Membership(exists=True, role=None if row.role is None else MemberRole(row.role), last_seq=int(row.last_seq))
 
 
-async def get_user(engine: AsyncEngine, user_id: UUID) -> User | None:
+async def schema_version(engine: AsyncEngine) -> str | None:
+    """The Alembic revision the database is at (None: never migrated)."""
     async with engine.connect() as conn:
-        row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).one_or_none()
-    return None if row is None else user_from_row(row._mapping)
+        version = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
+    return None if version is None else str(version)
 
 
 async def conversation_ids_of(engine: AsyncEngine, user_id: UUID) -> list[UUID]:

@@ -9,10 +9,12 @@ from uuid import UUID
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.db.tables import messages, outbox
 from infrastructure.settings import Settings
 from tests.factories import ConversationCreateFactory, RegisterBodyFactory
 
@@ -91,6 +93,16 @@ async def room(
     first = await client.post(f"{url}/messages", json={"client_msg_id": "first", "text": "hi"}, headers=user.headers)
     assert first.status_code == 201
     return user, url
+
+
+async def written(services: Services) -> tuple[int, int]:
+    """(messages, outbox rows) as they stand: a refused request must leave both unchanged."""
+    async with services.engine.connect() as conn:
+        count = [
+            (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+            for table in (messages, outbox)
+        ]
+    return count[0], count[1]
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

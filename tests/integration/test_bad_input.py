@@ -16,20 +16,9 @@ import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from infrastructure.bootstrap import Services
-from infrastructure.db.tables import messages, outbox, participants
-from tests.integration.conftest import MakeConversation, MakeUser, assert_error
+from infrastructure.db.tables import participants
+from tests.integration.conftest import MakeConversation, MakeUser, assert_error, written
 from tests.integration.conftest import TestUser as User
-
-
-async def written(services: Services) -> tuple[int, int]:
-    """(messages, outbox rows) as they stand."""
-    async with services.engine.connect() as conn:
-        count = [
-            (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
-            for table in (messages, outbox)
-        ]
-    return count[0], count[1]
-
 
 BAD_MESSAGES: dict[str, tuple[Any, int, str]] = {
     "empty_text": ({"client_msg_id": "a", "text": ""}, 400, "VALIDATION"),

@@ -10,19 +10,9 @@ from litestar.testing import AsyncTestClient
 
 from domain import commands, handlers
 from infrastructure.bootstrap import Services
-from infrastructure.db.tables import messages, outbox, participants
-from tests.integration.conftest import MakeConversation, MakeUser
+from infrastructure.db.tables import participants
+from tests.integration.conftest import MakeConversation, MakeUser, written
 from tests.integration.conftest import TestUser as User
-
-
-async def written(services: Services) -> tuple[int, int]:
-    """(messages, outbox rows) as they stand."""
-    async with services.engine.connect() as conn:
-        count = [
-            (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
-            for table in (messages, outbox)
-        ]
-    return count[0], count[1]
 
 
 async def _cursor(services: Services, user: User) -> int:
