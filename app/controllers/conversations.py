@@ -25,6 +25,7 @@ from domain.errors import NotAParticipant, NotFound
 from domain.values import AssistantSettings, MemberRole, Message
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
+from infrastructure.read_cursor import apply_read_cursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size")]
 SeqParam = Annotated[int | None, QueryParameter(ge=0, le=2**62)]
@@ -68,7 +69,7 @@ class ConversationController(Controller):
     async def list_conversations(
         self, services: ServicesDep, user: UserDep, limit: Limit = 50, cursor: FromQuery[str | None] = None
     ) -> views.Page[views.ConversationSummary]:
-        return await views.list_conversations(services.engine, user.id, limit=limit, cursor=cursor)
+        return await views.list_conversations(services.pg, user.id, limit=limit, cursor=cursor)
 
     @post("/", status_code=HTTP_201_CREATED, operation_id="CreateConversation")
     async def create_conversation(
@@ -177,4 +178,5 @@ class ConversationController(Controller):
     ) -> ReadCursorRead:
         cmd = commands.MarkRead(conversation_id=conversation_id, user_id=user.id, seq=data.seq)
         seq = await handlers.mark_read(cmd, services.uow(), services.clock)
-        return ReadCursorRead(conversation_id=conversation_id, seq=seq)
+        unread = await apply_read_cursor(services, conversation_id, user.id)
+        return ReadCursorRead(conversation_id=conversation_id, seq=seq, unread_count=unread)

@@ -27,6 +27,7 @@ from domain import commands, handlers
 from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
+from infrastructure.read_cursor import apply_read_cursor
 
 log = logging.getLogger("parley.ws.gateway")
 
@@ -182,6 +183,7 @@ class Session:
             case frames.Read(conversation_id=cid, seq=seq):
                 cmd = commands.MarkRead(conversation_id=cid, user_id=self.conn.user_id, seq=seq)
                 await handlers.mark_read(cmd, self.services.uow(), self.services.clock)
+                await apply_read_cursor(self.services, cid, self.conn.user_id)
             case frames.Typing(conversation_id=cid, active=active):
                 if cid not in self.conn.cursors:
                     raise Forbidden("join the conversation before sending typing")
