@@ -19,13 +19,14 @@ import signal
 import time
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError
 
 from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
 from infrastructure.db import outbox
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
+from infrastructure.stream_metrics import BACKLOG
 
 log = logging.getLogger("parley.relay")
 
@@ -36,7 +37,6 @@ POLL_SECONDS = 1.0
 
 PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
 BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
-BACKLOG = Gauge("parley_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
 
 
 class OutboxRelay:

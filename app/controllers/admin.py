@@ -5,8 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get
 
 from app.deps import AUTHENTICATED, ServicesDep, UserDep, require_admin
-from infrastructure.redis.groups import StreamReport
-from infrastructure.streams_report import build_report
+from infrastructure.streams_report import StreamReport, build_report
 
 
 class AdminController(Controller):

@@ -1,11 +1,13 @@
 """The node's consumers: durable events through the node's own consumer group on every shard stream,
-and ephemeral signals (typing, presence) from the small capped signals stream."""
+ephemeral signals (typing, presence) from the small capped signals stream, and conversation-list
+changes from the projector (``parley:list-changes``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -16,7 +18,8 @@ from redis.exceptions import RedisError
 from app.ws import frames
 from app.ws.hub import Hub
 from domain import events
-from infrastructure.redis import keys, streams
+from infrastructure.db import read_models, views
+from infrastructure.redis import keys, list_changes, streams
 from infrastructure.redis.consumer import StreamConsumer
 
 log = logging.getLogger("parley.ws.fanout")
@@ -131,3 +134,57 @@ class SignalFanout:
         elif signal.kind == "presence":
             data = frames.encode(frames.PresenceNotice(user_id=user_id, status=signal.status or "offline"))
             self._hub.to_users_in(conversation_ids, data, except_user=user_id)
+
+
+def conversation_frame(change: read_models.Change, now: datetime) -> str:
+    """The ``conversation`` frame for one user's changed list row."""
+    if isinstance(change, read_models.Removed):
+        return frames.encode(
+            frames.ConversationChanged(
+                id=change.conversation_id, title="", last_message=None, unread_count=0, updated_at=now, removed=True
+            )
+        )
+    return frames.encode(
+        frames.ConversationChanged(
+            id=change.conversation_id,
+            title=change.title,
+            last_message=views.summary_from_row(msgspec.structs.asdict(change)).last_message,
+            unread_count=change.unread_count,
+            updated_at=change.updated_at,
+        )
+    )
+
+
+class ListChangeFanout:
+    """Broadcast read of ``parley:list-changes``: each change becomes a ``conversation`` frame for every
+    local socket of its user, whether or not that socket joined the conversation."""
+
+    def __init__(self, redis: Redis, hub: Hub) -> None:
+        self._redis = redis
+        self._hub = hub
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last_id: str | bytes = "$"
+        while not stop.is_set():
+            try:
+                reply: Any = await self._redis.xread(
+                    {keys.LIST_CHANGES_STREAM: last_id}, count=READ_COUNT, block=BLOCK_MS
+                )
+            except (RedisError, OSError) as exc:
+                log.warning("list-change fan-out: %s; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for _stream, items in reply or []:
+                for entry_id, fields in items:
+                    last_id = entry_id
+                    self._route(fields.get(b"c", b""))
+
+    def _route(self, raw: bytes) -> None:
+        try:
+            changes = list_changes.decode(raw)
+        except msgspec.DecodeError:
+            return
+        now = datetime.now(UTC)
+        for change in changes:
+            if self._hub.sockets_of(change.user_id):
+                self._hub.to_user(change.user_id, conversation_frame(change, now))

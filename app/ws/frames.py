@@ -10,6 +10,7 @@ from uuid import UUID
 
 import msgspec
 
+from app.ws import metrics
 from domain.errors import DomainError
 from domain.values import Message, MessageRole
 from infrastructure.db.views import LastMessage
@@ -79,9 +80,12 @@ def decode(data: str | bytes) -> ClientFrame:
     try:
         frame: ClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
+        metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError(str(exc)) from exc
     except msgspec.DecodeError as exc:
+        metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError("frame is not a JSON object") from exc
+    metrics.FRAMES_IN.labels(frame.__struct_config__.tag).inc()
     return frame
 
 
@@ -230,6 +234,7 @@ def message_frame(message: Message) -> str:
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> str:
+    metrics.ERRORS.labels(code).inc()
     return encode(ErrorFrame(code=code, message=message, ref=ref))
 
 

@@ -19,7 +19,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.deps import bearer_token
-from app.ws import frames
+from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
 from app.ws.node import Node
@@ -85,6 +85,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
 
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
     """Accept then close, so the client sees the code (a refused handshake shows browsers nothing)."""
+    metrics.CLOSES.labels(str(code)).inc()
     await socket.accept()
     await socket.close(code=code, reason=reason)
 

@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from uuid import UUID
 
-from app.ws import frames
+from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection, Live
 from domain import events
 
@@ -27,9 +27,11 @@ class Hub:
     def register(self, conn: Connection) -> None:
         self.connections.add(conn)
         self._by_user[conn.user_id].add(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
 
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
         self._discard(self._by_user, conn.user_id, conn)
         for conversation_id in list(conn.cursors):
             self.unsubscribe(conn, conversation_id)
@@ -83,6 +85,11 @@ class Hub:
         for conn in list(self._by_conversation.get(conversation_id, ())):
             if conn.user_id != except_user:
                 conn.offer(data)
+
+    def to_user(self, user_id: UUID, data: str) -> None:
+        """Every local socket of the user, joined to anything or not (conversation-list changes)."""
+        for conn in list(self._by_user.get(user_id, ())):
+            conn.offer(data)
 
     def to_users_in(self, conversation_ids: list[UUID], data: str, *, except_user: UUID | None = None) -> None:
         """Once per socket joined to any of these conversations (presence of a shared member)."""

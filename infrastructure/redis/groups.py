@@ -1,11 +1,11 @@
-"""Consumer-group housekeeping and the stream-lag report for operators (`parley streams`, /api/admin/streams)."""
+"""Consumer-group housekeeping: node liveness and the janitor for groups of dead nodes (the operators'
+report is ``infrastructure/streams_report.py``)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -45,61 +45,6 @@ async def remove_dead_node_groups(redis: Redis, shard_count: int) -> list[str]:
     if removed:
         log.info("janitor removed %d consumer groups of dead nodes: %s", len(removed), ", ".join(removed))
     return removed
-
-
-class ConsumerInfo(msgspec.Struct, frozen=True):
-    name: str
-    pending: int
-    idle_ms: int
-
-
-class GroupInfo(msgspec.Struct, frozen=True):
-    name: str
-    lag: int | None
-    pending: int
-    last_delivered_id: str
-    consumers: list[ConsumerInfo]
-
-
-class StreamInfo(msgspec.Struct, frozen=True):
-    stream: str
-    length: int
-    groups: list[GroupInfo]
-
-
-class StreamReport(msgspec.Struct, frozen=True):
-    streams: list[StreamInfo]
-    outbox_backlog: int | None = None
-
-
-async def stream_report(redis: Redis, shard_count: int) -> list[StreamInfo]:
-    """Length, and per group: lag (entries not yet delivered), pending (delivered, not acked), consumers."""
-    out: list[StreamInfo] = []
-    for stream in streams.all_streams(shard_count):
-        try:
-            length = int(await redis.xlen(stream))
-            groups = await redis.xinfo_groups(stream)
-        except ResponseError:
-            out.append(StreamInfo(stream=stream, length=0, groups=[]))
-            continue
-        infos = []
-        for group in groups:
-            name = _text(group["name"])
-            consumers = await redis.xinfo_consumers(stream, name)
-            infos.append(
-                GroupInfo(
-                    name=name,
-                    lag=None if group.get("lag") is None else int(group["lag"]),
-                    pending=int(group["pending"]),
-                    last_delivered_id=_text(group["last-delivered-id"]),
-                    consumers=[
-                        ConsumerInfo(name=_text(c["name"]), pending=int(c["pending"]), idle_ms=int(c["idle"]))
-                        for c in consumers
-                    ],
-                )
-            )
-        out.append(StreamInfo(stream=stream, length=length, groups=infos))
-    return out
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,7 @@ from domain.limits import Limits
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import outbox, users
 from infrastructure.redis import groups, keys, streams
+from infrastructure.streams_report import stream_infos
 from tests.factories import PostMessageFactory, StartConversationFactory
 from workers.outbox_relay import OutboxRelay
 
@@ -133,13 +134,14 @@ async def test_the_stream_report_shows_length_lag_and_pending_per_group(services
     await OutboxRelay(services).drain()
     await services.redis.xreadgroup("reporting-test", "c1", {stream: ">"}, count=2)
 
-    report = {s.stream: s for s in await groups.stream_report(services.redis, services.settings.redis.shard_count)}
+    report = {s.stream: s for s in await stream_infos(services.redis, services.settings.redis.shard_count)}
 
     info = report[stream]
     assert info.length == 4
     (group,) = info.groups
     assert (group.name, group.lag, group.pending) == ("reporting-test", 2, 2)
     assert group.consumers[0].name == "c1"
+    assert group.behind_seconds >= group.oldest_pending_age_seconds >= 0
 
 
 async def _outbox_payloads(services: Services) -> list[bytes]:
