@@ -232,8 +232,9 @@ _UPSERT_MEMBERS = f"""
     RETURNING {", ".join("r." + c.strip() for c in _ROW_COLUMNS.split(","))}
 """
 
+# Runs after deleting the conversation's activity rows (a separate statement: one statement's parts share
+# a snapshot, so an insert would collide with the rows its own CTE deletes).
 _RECOUNT_ACTIVITY = """
-    WITH dropped AS (DELETE FROM stats_daily_activity WHERE conversation_id = $1)
     INSERT INTO stats_daily_activity (day, conversation_id, actor_id, messages)
     SELECT (created_at AT TIME ZONE 'UTC')::date, $1, COALESCE(sender_id, $3::uuid), count(*)
     FROM messages WHERE conversation_id = $1 AND seq <= $2
@@ -264,6 +265,7 @@ async def recompute(conn: asyncpg.Connection, conversation_id: UUID, *, full: bo
     gone = await conn.fetch(_DROP_NON_MEMBERS, conversation_id)
     rows = await conn.fetch(_UPSERT_MEMBERS, conversation_id, bound, conv["title"], conv["created_at"], None)
     if full:
+        await conn.execute("DELETE FROM stats_daily_activity WHERE conversation_id = $1", conversation_id)
         await conn.execute(_RECOUNT_ACTIVITY, conversation_id, bound, NIL)
         await conn.execute(
             "UPDATE projection_state SET applied_seq = $2, updated_at = now() WHERE conversation_id = $1",
