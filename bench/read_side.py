@@ -314,7 +314,7 @@ async def projector_run(
     check = "read models equal the write tables" if wrong == 0 else f"{wrong} rows DIFFER from the write tables"
     rate = args.events / elapsed
     print(f"  {n} projector process(es): {args.events} events in {elapsed:.2f} s = {rate:8.0f} events/s  ({check})")
-    return args.events / elapsed
+    return float(rate)
 
 
 async def run(url: str, args: argparse.Namespace) -> None:
