@@ -95,30 +95,35 @@ async def _lock_or_create_state(conn: asyncpg.Connection, conversation_id: UUID)
 # Every member row of the batch's conversations moves to the batch's last message. A member's own
 # messages move their read cursor (the write path did the same). Unread: if the cursor moved, the
 # others' messages after it (all in this batch, since the cursor is one of them); otherwise the old
-# count plus the others' messages after the cursor.
+# count plus the others' messages after the cursor. Joins by conversation (hash joins), never a
+# per-row scan of the batch, so the cost grows with members x messages per conversation.
 _APPLY_MESSAGES = f"""
-    WITH m AS (
+    WITH m AS MATERIALIZED (
         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[])
             AS m(conversation_id, seq, sender_id, role, preview, created_at)
     ),
-    last AS (SELECT DISTINCT ON (conversation_id) * FROM m ORDER BY conversation_id, seq DESC),
+    last AS MATERIALIZED (SELECT DISTINCT ON (conversation_id) * FROM m ORDER BY conversation_id, seq DESC),
+    members AS (
+        SELECT r.user_id, r.conversation_id, r.read_seq
+        FROM read_conversation_list r JOIN last ON last.conversation_id = r.conversation_id
+    ),
+    own AS (
+        SELECT mb.user_id, mb.conversation_id, mb.read_seq,
+               GREATEST(mb.read_seq, COALESCE(max(m.seq) FILTER (WHERE m.sender_id = mb.user_id), 0)) AS new_read
+        FROM members mb JOIN m ON m.conversation_id = mb.conversation_id
+        GROUP BY mb.user_id, mb.conversation_id, mb.read_seq
+    ),
     calc AS (
-        SELECT r.user_id, r.conversation_id, r.read_seq AS old_read,
-               GREATEST(r.read_seq, COALESCE((
-                   SELECT max(m.seq) FROM m WHERE m.conversation_id = r.conversation_id AND m.sender_id = r.user_id
-               ), 0)) AS new_read
-        FROM read_conversation_list r
-        WHERE r.conversation_id IN (SELECT conversation_id FROM last)
+        SELECT o.user_id, o.conversation_id, o.new_read, o.new_read > o.read_seq AS moved,
+               count(*) FILTER (WHERE m.seq > o.new_read AND m.sender_id IS DISTINCT FROM o.user_id) AS fresh
+        FROM own o JOIN m ON m.conversation_id = o.conversation_id
+        GROUP BY o.user_id, o.conversation_id, o.new_read, o.read_seq
     )
     UPDATE read_conversation_list r SET
         last_seq = last.seq, last_preview = last.preview, last_sender_id = last.sender_id,
         last_role = last.role, last_message_at = last.created_at, updated_at = last.created_at,
         read_seq = calc.new_read,
-        unread_count = CASE WHEN calc.new_read > calc.old_read THEN 0 ELSE r.unread_count END + (
-            SELECT count(*) FROM m
-            WHERE m.conversation_id = r.conversation_id AND m.seq > calc.new_read
-              AND m.sender_id IS DISTINCT FROM r.user_id
-        )
+        unread_count = CASE WHEN calc.moved THEN 0 ELSE r.unread_count END + calc.fresh
     FROM calc JOIN last ON last.conversation_id = calc.conversation_id
     WHERE r.user_id = calc.user_id AND r.conversation_id = calc.conversation_id
     RETURNING {", ".join("r." + c.strip() for c in _ROW_COLUMNS.split(","))}

@@ -210,7 +210,11 @@ class StreamConsumer:
                 log.warning("%s: handler failed on a batch of %d (%s); it stays pending", self.group, len(entries), exc)
                 raise HandlerFailed from exc
             self._healthy = True
-        acked = entries if handled is None else [e for e in entries if e.entry_id in set(handled)]
+        if handled is None:
+            acked = entries
+        else:
+            done = set(handled)
+            acked = [e for e in entries if e.entry_id in done]
         by_stream: dict[str, list[bytes]] = {}
         for entry in acked:
             by_stream.setdefault(entry.stream, []).append(entry.entry_id)
