@@ -151,8 +151,8 @@ class Projector:
         finally:
             sweeper.cancel()
 
-    async def handle(self, entries: list[StreamEntry]) -> list[bytes]:
-        """Project a batch; returns the ids projected (a poison entry is left out, so it is retried and
+    async def handle(self, entries: list[StreamEntry]) -> list[StreamEntry]:
+        """Project a batch; returns the entries projected (a poison entry is left out, so it is retried and
         eventually dead-lettered). Raises on a transient failure: nothing is acked."""
         decoded: list[tuple[StreamEntry, events.Event]] = []
         for entry in entries:
@@ -166,7 +166,7 @@ class Projector:
         started = time.perf_counter()
         try:
             changes = await self._project([e for _, e in decoded])
-            handled = [entry.entry_id for entry, _ in decoded]
+            handled = [entry for entry, _ in decoded]
         except TRANSIENT:
             raise
         except Exception:
@@ -191,9 +191,11 @@ class Projector:
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def _one_by_one(self, decoded: list[tuple[StreamEntry, events.Event]]) -> tuple[list[Change], list[bytes]]:
+    async def _one_by_one(
+        self, decoded: list[tuple[StreamEntry, events.Event]]
+    ) -> tuple[list[Change], list[StreamEntry]]:
         changes: list[Change] = []
-        handled: list[bytes] = []
+        handled: list[StreamEntry] = []
         for entry, event in decoded:
             try:
                 changes += await self._project([event])
@@ -203,7 +205,7 @@ class Projector:
                 PROJECTED.labels(events.type_name(event), "failed").inc()
                 log.exception("entry %s on %s cannot be projected; leaving it pending", entry.entry_id, entry.stream)
                 continue
-            handled.append(entry.entry_id)
+            handled.append(entry)
         return changes, handled
 
     async def sweep(self) -> int:

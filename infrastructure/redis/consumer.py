@@ -8,7 +8,7 @@ API::
         group="projector",            # consumer group, created on every stream in ``streams``
         consumer="host-1234",         # this process's name inside the group
         streams=all_streams(16),
-        handler=handle,               # async (list[StreamEntry]) -> Collection[bytes] | None
+        handler=handle,               # async (list[StreamEntry]) -> Collection[StreamEntry] | None
         start="0",                    # where a new group starts ("$": only new entries)
         skip_backlog=False,           # True: after claiming own pending, move the group to the end
         claim_idle_ms=30_000,         # shared groups: take entries other consumers left pending this long
@@ -19,9 +19,10 @@ API::
     await consumer.run(stop_event)    # read, handle, ack until ``stop_event`` is set
     await consumer.teardown()         # remove the groups (per-node groups on clean shutdown)
 
-The handler gets a batch and returns the ids of the entries it handled (``None``: all of them); only
-those are XACKed. An entry it leaves out stays pending and is retried once idle for ``claim_idle_ms``
-(by whichever consumer of the group claims it first); once delivered ``max_deliveries`` times it is
+The handler gets a batch and returns the entries it handled (``None``: all of them); only those are
+XACKed. (Entries, not ids: an id is unique within one stream only, and a batch spans every shard.)
+An entry it leaves out stays pending and is retried once idle for ``claim_idle_ms`` (by whichever
+consumer of the group claims it first); once delivered ``max_deliveries`` times it is
 copied to the dead-letter stream ``parley:dead-letter`` with its origin, acked, counted and logged, so
 one poison event never blocks its shard. A handler that *raises* signals a transient failure (database
 down): nothing of the batch is acked, the loop backs off, and no claiming happens until a batch
@@ -52,7 +53,7 @@ from infrastructure.redis.streams import StreamEntry
 
 log = logging.getLogger("parley.redis.consumer")
 
-Handler = Callable[[list[StreamEntry]], Awaitable[Collection[bytes] | None]]
+Handler = Callable[[list[StreamEntry]], Awaitable[Collection[StreamEntry] | None]]
 
 #: Entries per read; a batch is acked with one XACK per stream.
 READ_COUNT = 500
@@ -200,7 +201,7 @@ class StreamConsumer:
             after = max([e.entry_id for e in entries] + [g for _s, g in gone], key=_id_key)
 
     async def _handle(self, entries: list[StreamEntry], gone: list[tuple[str, bytes]]) -> None:
-        handled: Collection[bytes] | None = ()
+        handled: Collection[StreamEntry] | None = ()
         if entries:
             try:
                 handled = await self._handler(entries)
@@ -214,7 +215,7 @@ class StreamConsumer:
             acked = entries
         else:
             done = set(handled)
-            acked = [e for e in entries if e.entry_id in done]
+            acked = [e for e in entries if e in done]
         by_stream: dict[str, list[bytes]] = {}
         for entry in acked:
             by_stream.setdefault(entry.stream, []).append(entry.entry_id)

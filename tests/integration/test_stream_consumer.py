@@ -44,8 +44,8 @@ def consumer(services: Services, name: str, handler: object, **kw: object) -> St
 
 
 async def test_only_entries_the_handler_reports_are_acked(services: Services) -> None:
-    async def even_only(entries: list[StreamEntry]) -> list[bytes]:
-        return [e.entry_id for e in entries if _seq(e) % 2 == 0]
+    async def even_only(entries: list[StreamEntry]) -> list[StreamEntry]:
+        return [e for e in entries if _seq(e) % 2 == 0]
 
     c = consumer(services, "a", even_only)
     await c.setup()
@@ -78,14 +78,14 @@ async def test_a_shared_group_claims_a_dead_consumers_pending_entries(services: 
 async def test_a_poison_entry_goes_to_the_dead_letter_stream_and_the_rest_are_handled(services: Services) -> None:
     handled: list[int] = []
 
-    async def decode_or_refuse(entries: list[StreamEntry]) -> list[bytes]:
+    async def decode_or_refuse(entries: list[StreamEntry]) -> list[StreamEntry]:
         ok = []
         for e in entries:
             try:
                 handled.append(_seq(e))
             except Exception:
                 continue
-            ok.append(e.entry_id)
+            ok.append(e)
         return ok
 
     c = consumer(services, "a", decode_or_refuse, claim_idle_ms=10, max_deliveries=3)
@@ -124,3 +124,22 @@ async def test_a_handler_that_raises_leaves_the_batch_pending(services: Services
     stop.set()
     await task
     assert (await services.redis.xpending(STREAM, "test"))["pending"] == 1
+
+
+async def test_equal_entry_ids_on_two_shards_are_acked_apart(services: Services) -> None:
+    other = keys.events_stream(1)
+    for stream, seq in ((STREAM, 1), (other, 2)):  # the same id on two streams, as happens at equal milliseconds
+        data = events.encode(message_posted(seq=seq))
+        await services.redis.xadd(stream, {"type": "message_posted", "data": data}, id="5-0")
+
+    async def first_shard_only(entries: list[StreamEntry]) -> list[StreamEntry]:
+        return [e for e in entries if e.stream == STREAM]
+
+    c = StreamConsumer(
+        services.redis, group="test", consumer="a", streams=[STREAM, other], handler=first_shard_only, start="0"
+    )
+    await c.setup()
+    await c.read_once(block=None)
+
+    assert (await services.redis.xpending(STREAM, "test"))["pending"] == 0
+    assert (await services.redis.xpending(other, "test"))["pending"] == 1
