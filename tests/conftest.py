@@ -89,7 +89,16 @@ def settings(database_url: str, redis_server: EmbeddedRedis) -> Settings:
     )
 
 
-TABLES = ["outbox", "messages", "participants", "conversations", "refresh_tokens", "revoked_tokens", "users"]
+TABLES = [
+    "outbox",
+    "messages",
+    "participants",
+    "conversations",
+    "refresh_tokens",
+    "revoked_tokens",
+    "used_ws_tickets",
+    "users",
+]
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ LOCK_NAMESPACE = 0x5041524C  # "PARL"
 BATCH_SIZE = 500
 #: Safety-net poll when no NOTIFY arrives (lost notification, rows left by a crashed relay).
 POLL_SECONDS = 1.0
+#: How long a relay may sit inside a batch without talking to PostgreSQL before PostgreSQL ends its
+#: session and its shards go to a standby. A healthy batch takes milliseconds; Redis calls are bounded
+#: well below this (``REDIS_PUBLISH_TIMEOUT``), so only a stuck or stopped relay ever hits it.
+LEASE_SECONDS = 3.0
+#: Bound on one batch's XADD pipeline: a paused Redis must not hold the shards until the lease ends.
+REDIS_PUBLISH_TIMEOUT = 2.0
 
 PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
 BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
@@ -42,12 +48,18 @@ BACKLOG = Gauge("parley_outbox_backlog", "Outbox rows not yet published (sampled
 
 # One statement: lock the shards no other relay holds (transaction-scoped, released at commit), take
 # the oldest rows of those shards out of the outbox, and let this transaction commit asynchronously.
+# The locks are a lease: ``idle_in_transaction_session_timeout`` makes PostgreSQL end the session of a
+# relay that stops talking mid-batch (SIGSTOP, a GC pause, a hung Redis call), which rolls the claim
+# back and frees its shards for a standby within LEASE_SECONDS.
 # The rows come back if the transaction does not commit (Redis refused the XADD, the relay died).
 # An asynchronous commit is enough: if a crash loses it, the rows are published again and consumers
 # absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock calls out of the
 # outer plan, and RETURNING has no order, so the caller sorts by id.
 _CLAIM = """
-    WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+    WITH async_commit AS MATERIALIZED (
+        SELECT set_config('synchronous_commit', 'off', true),
+               set_config('idle_in_transaction_session_timeout', $4::text, true)
+    ),
     mine AS MATERIALIZED (
         SELECT s FROM generate_series(0, $1::int - 1) AS s
         WHERE pg_try_advisory_xact_lock($2::int, s)
@@ -83,14 +95,17 @@ class OutboxRelay:
         settings = self._services.settings
         started = time.perf_counter()
         async with self._services.pg.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM, settings.redis.shard_count, LOCK_NAMESPACE, self._batch_size)
+            rows = await conn.fetch(
+                _CLAIM, settings.redis.shard_count, LOCK_NAMESPACE, self._batch_size, str(int(LEASE_SECONDS * 1000))
+            )
             if not rows:
                 return 0
             batch = sorted(
                 (streams.OutboxEntry(r["id"], r["shard"], r["event_type"], r["payload"]) for r in rows),
                 key=lambda e: e.id,
             )
-            await streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
+            publish = streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
+            await asyncio.wait_for(publish, REDIS_PUBLISH_TIMEOUT)
         PUBLISHED.inc(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return len(batch)
@@ -123,7 +138,14 @@ class OutboxRelay:
                             raise ConnectionError("LISTEN connection closed")
                 finally:
                     await listener.close(timeout=5)
-            except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            except (
+                OSError,
+                RedisError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                ConnectionError,
+                TimeoutError,
+            ) as exc:
                 log.warning("relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

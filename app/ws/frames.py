@@ -57,7 +57,13 @@ class Ping(_ClientFrame, frozen=True, kw_only=True, tag="ping"):
     pass
 
 
-ClientFrame = Join | Leave | Send | Read | Typing | Cancel | Resume | Ping
+class Refresh(_ClientFrame, frozen=True, kw_only=True, tag="refresh"):
+    """A new access token for this socket's session (answered ``refreshed {expires_in}``)."""
+
+    access_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+ClientFrame = Join | Leave | Send | Read | Typing | Cancel | Resume | Ping | Refresh
 
 _decoder = msgspec.json.Decoder(ClientFrame)
 _encoder = msgspec.json.Encoder()
@@ -79,6 +85,8 @@ def decode(data: str | bytes) -> ClientFrame:
         raise FrameError(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise FrameError("frame is not a JSON object") from exc
+    except RecursionError as exc:  # msgspec refuses deep nesting this way; a hostile frame, not a bug
+        raise FrameError("frame is nested too deeply") from exc
     return frame
 
 

@@ -127,3 +127,12 @@ revoked_tokens = sa.Table(
     sa.Column("jti", sa.Text, primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+used_ws_tickets = sa.Table(
+    "used_ws_tickets",
+    metadata,
+    # Signed single-use WS tickets already redeemed (the record: Redis losing data cannot un-use one).
+    # Rows are pruned once expired; a ticket past its expiry is refused by its signature check anyway.
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)

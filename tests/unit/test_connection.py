@@ -10,7 +10,7 @@ from typing import Any
 from app.ws import frames
 from app.ws.connection import CatchUp, Close, Connection, Live
 from domain.values import Message
-from tests.factories import MessageFactory
+from tests.factories import MessageFactory, session_of
 
 CONV = uuid.uuid4()
 
@@ -37,7 +37,7 @@ def make(store_upto: int, cursor: int) -> tuple[Connection, FakeSocket]:
     async def fetch_after(conversation_id: uuid.UUID, after: int, limit: int) -> list[Message]:
         return [message(s) for s in range(after + 1, min(store_upto, after + limit) + 1)]
 
-    conn = Connection(socket, uuid.uuid4(), fetch_after)  # type: ignore[arg-type]
+    conn = Connection(socket, session_of(uuid.uuid4()), fetch_after)  # type: ignore[arg-type]
     conn.cursors[CONV] = cursor
     return conn, socket
 
