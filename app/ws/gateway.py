@@ -84,7 +84,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
     conn = Connection(
         socket,
         session,
-        lambda cid, after, limit: views.messages_after(services.engine, cid, after, limit),
+        lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit),
         max_queued_bytes=limits.ws_max_queued_bytes,
         write_timeout=limits.ws_write_timeout_seconds,
     )
@@ -203,7 +203,7 @@ class Session:
                 await self._join(frame)
             case frames.Leave(conversation_id=cid):
                 self.node.hub.unsubscribe(self.conn, cid)
-                self.conn.offer(frames.frame("left", conversation_id=str(cid)))
+                self.conn.offer(frames.encode(frames.Left(conversation_id=cid)))
             case frames.Send():
                 await self._send(frame)
             case frames.Read(conversation_id=cid, seq=seq):
@@ -219,7 +219,7 @@ class Session:
             case frames.Cancel() | frames.Resume():
                 raise NotFound("no such reply: the assistant is not enabled on this server yet")
             case frames.Ping():
-                self.conn.offer(frames.frame("pong"))
+                self.conn.offer(frames.encode(frames.Pong()))
             case frames.Refresh(access_token=token):
                 await self._refresh(token)
 
@@ -230,7 +230,7 @@ class Session:
             raise Unauthorized("the new token belongs to another user")
         self.conn.session = claims
         expires_in = max(0, int(claims.expires_at.timestamp() - time.time()))
-        self.conn.offer(frames.frame("refreshed", expires_in=expires_in))
+        self.conn.offer(frames.encode(frames.Refreshed(expires_in=expires_in)))
 
     async def _join(self, frame: frames.Join) -> None:
         cid = frame.conversation_id
@@ -246,7 +246,7 @@ class Session:
         hub.seen_seq[cid] = max(hub.seen_seq.get(cid, 0), last_seq)
         start = last_seq if frame.after_seq is None else min(frame.after_seq, last_seq)
         hub.subscribe(self.conn, cid, start)
-        self.conn.offer(frames.frame("joined", conversation_id=str(cid), last_seq=last_seq))
+        self.conn.offer(frames.encode(frames.Joined(conversation_id=cid, last_seq=last_seq)))
         if start < last_seq:
             self.conn.offer(CatchUp(cid))
 
@@ -261,13 +261,14 @@ class Session:
         uow = self.services.uow()  # its clock is the database's: created_at is monotonic per conversation
         result = await handlers.post_message(cmd, uow, uow.clock, self.limits)
         self.conn.offer(
-            frames.frame(
-                "ack",
-                client_msg_id=frame.client_msg_id,
-                status="duplicate" if result.duplicate else "accepted",
-                id=str(result.message.id),
-                seq=result.message.seq,
-                conversation_id=str(frame.conversation_id),
+            frames.encode(
+                frames.Ack(
+                    client_msg_id=frame.client_msg_id,
+                    status="duplicate" if result.duplicate else "accepted",
+                    id=result.message.id,
+                    seq=result.message.seq,
+                    conversation_id=frame.conversation_id,
+                )
             )
         )
 
