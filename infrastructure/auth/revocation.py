@@ -34,6 +34,14 @@ _INVALID = """
     WHERE EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = s.jti)
        OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id)
 """
+# (user, conversation) pairs, among the given ones, where the user is no longer a member.
+_LOST_MEMBERSHIPS = """
+    SELECT DISTINCT s.user_id, s.conversation_id
+    FROM unnest($1::uuid[], $2::uuid[]) AS s(user_id, conversation_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM participants p WHERE p.user_id = s.user_id AND p.conversation_id = s.conversation_id
+    )
+"""
 # Single use: the insert wins once; a ticket of a deleted account is refused too.
 _USE_TICKET = """
     WITH pruned AS (
@@ -67,6 +75,15 @@ class SessionRecord:
             return set()
         rows = await self._pool.fetch(_INVALID, [s[0] for s in sessions], [s[1] for s in sessions])
         return {r["jti"] for r in rows}
+
+    async def lost_memberships(self, joined: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
+        """The (user, conversation) pairs, among those joined on a node, that are no longer memberships:
+        a removal reaches the node's sockets from here even when the event stream is stalled."""
+        if not joined:
+            return set()
+        pairs = list(joined)
+        rows = await self._pool.fetch(_LOST_MEMBERSHIPS, [p[0] for p in pairs], [p[1] for p in pairs])
+        return {(r["user_id"], r["conversation_id"]) for r in rows}
 
     async def use_ticket(self, jti: str, expires_at: datetime, user_id: UUID) -> bool:
         """True the first time this ticket is used (and its account exists); False ever after."""
