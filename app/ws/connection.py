@@ -148,7 +148,8 @@ class Connection:
     def end(self, code: int, reason: str) -> None:
         """Close now: what is queued is dropped (the client resyncs with after_seq if it comes back)."""
         self._closing = True
-        self._queue = asyncio.Queue()
+        while not self._queue.empty():  # drained in place: the writer may be waiting on this queue
+            self._queue.get_nowait()
         self._queued_bytes = 0
         self._queue.put_nowait(Close(code, reason))
 
@@ -159,10 +160,7 @@ class Connection:
         """Drain the queue until a Close item or a send failure. Never raises."""
         try:
             while True:
-                queue = self._queue
-                item = await queue.get()
-                if queue is not self._queue:
-                    continue  # the queue was dropped (end()) while we waited
+                item = await self._queue.get()
                 self._queued_bytes = max(0, self._queued_bytes - _size(item))
                 if isinstance(item, Close):
                     await self._close(item)
