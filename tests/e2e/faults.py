@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -89,17 +90,25 @@ class Outcomes:
 
 
 async def ws_sender(
-    client: ChatClient, conv: str, stop: asyncio.Event, outcomes: Outcomes, ids: list[str], pause: float = 0.02
+    client: ChatClient,
+    conv: str,
+    stop: asyncio.Event,
+    outcomes: Outcomes,
+    ids: list[str],
+    pause: float = 0.02,
+    filler: int = 0,
 ) -> None:
-    """Send until ``stop``; an unacked send is retried with the same client_msg_id (as clients must)."""
+    """Send until ``stop``; an unacked send is retried with the same client_msg_id (as clients must).
+    ``filler`` random characters (incompressible) make each message bigger."""
     n = 0
     while not stop.is_set():
         client_msg_id = f"ws-{uuid.uuid4().hex}"
         ids.append(client_msg_id)
         n += 1
+        text = f"ws load {n} {secrets.token_urlsafe(filler * 3 // 4)}" if filler else f"ws load {n}"
         for _attempt in range(200):
             try:
-                await client.send(conv, f"ws load {n}", client_msg_id=client_msg_id)
+                await client.send(conv, text, client_msg_id=client_msg_id)
                 outcomes.add("ack")
                 break
             except RuntimeError as exc:  # an error frame
