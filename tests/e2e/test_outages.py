@@ -298,7 +298,7 @@ async def test_a_member_removed_while_relays_are_stalled_gets_left_and_nothing_p
     with contextlib.ExitStack() as stack:
         for relay in relays:
             assert relay.popen is not None
-            stack.enter_context(paused(relay.popen))  # type: ignore[arg-type]
+            stack.enter_context(paused(relay.popen))
         await asyncio.sleep(0.5)
         await load.hold()  # no writer while the removal commits: its seq is then exact
         async with httpx.AsyncClient(base_url=node1.base_url) as http:
