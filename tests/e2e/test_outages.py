@@ -12,14 +12,18 @@ import asyncio
 import contextlib
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import psutil
 import pytest
 import websockets
+from redis.asyncio import Redis
 
+from domain import events
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
+from infrastructure.redis import keys
 from tests.e2e.checker import History, check
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster, Process
@@ -209,8 +213,28 @@ async def _caught_mid_batch(database_url: str, relays: list[Process]) -> tuple[P
     raise AssertionError("never caught a relay inside a batch")
 
 
+async def _stale_stream_entries(e2e_redis: EmbeddedRedis, conversation_id: str) -> int:
+    """Entries of the conversation's shard stream whose seq is not above every seq before it."""
+    redis = Redis.from_url(e2e_redis.url)
+    stream = keys.events_stream(events.shard_for(uuid.UUID(conversation_id), 4))
+    entries = await redis.xrange(stream)
+    await redis.aclose()
+    highest, stale = 0, 0
+    for _, fields in entries:
+        event = events.decode(fields[b"data"])
+        if isinstance(event, events.MessagePosted) and str(event.message.conversation_id) == conversation_id:
+            stale += event.message.seq <= highest
+            highest = max(highest, event.message.seq)
+    return stale
+
+
 async def test_a_stopped_relay_loses_its_shards_within_seconds_and_nothing_is_reordered_when_it_wakes(
-    cluster: Cluster, api: Api, history: History, relays: list[Process], e2e_database_url: str
+    cluster: Cluster,
+    api: Api,
+    history: History,
+    relays: list[Process],
+    e2e_database_url: str,
+    e2e_redis: EmbeddedRedis,
 ) -> None:
     load = Load(api, cluster, history)
     await load.start(pause=0.01)
@@ -231,9 +255,11 @@ async def test_a_stopped_relay_loses_its_shards_within_seconds_and_nothing_is_re
     await asyncio.sleep(1.5)
     delivered_after_wake = load.delivered()
     last = await load.finish()
+    stale = await _stale_stream_entries(e2e_redis, load.conv)
     print(
         f"relay {zombie.name} stopped mid-batch: shards released after {released}s, {delivered_while_stopped}"
-        f" messages delivered while it was stopped, {delivered_after_wake} by 1.5 s after it woke; last seq {last}"
+        f" messages delivered while it was stopped, {delivered_after_wake} by 1.5 s after it woke; last seq {last};"
+        f" stream entries that repeat an earlier seq (republished by the standby or the zombie): {stale}"
     )
     assert released is not None and delivered_while_stopped > 0 and delivered_after_wake > delivered_at_stop
     assert all(r.seqs(load.conv) == list(range(1, last + 1)) for r in load.readers)
