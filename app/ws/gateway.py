@@ -31,6 +31,7 @@ from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, Too
 from infrastructure.auth.jwt_codec import AccessClaims
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
+from infrastructure.redis.rate_limit import DEGRADED
 
 log = logging.getLogger("parley.ws.gateway")
 
@@ -40,6 +41,9 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 #: Client frames accepted but not yet handled, per socket; past it a frame is refused with RATE_LIMITED.
 MAX_FRAMES_IN_FLIGHT = 64
+#: A socket waits at most this long for Redis to record its presence; past it (Redis paused or down)
+#: it is let in without presence, counted in ``parley_degraded_total{component="presence"}``.
+PRESENCE_TIMEOUT = 2.0
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -88,7 +92,15 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         max_queued_bytes=limits.ws_max_queued_bytes,
         write_timeout=limits.ws_write_timeout_seconds,
     )
-    others = await node.presence.connect(user_id, conn.id)
+    try:
+        others = await asyncio.wait_for(node.presence.connect(user_id, conn.id), PRESENCE_TIMEOUT)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Degraded rule: without Redis the per-user socket count is not known; the socket is let in
+        # (sends need only PostgreSQL) and presence is not announced.
+        DEGRADED.labels("presence").inc()
+        others = -1
     if others >= services.settings.limits.sockets_per_user:
         await node.presence.disconnect(user_id, conn.id)
         await _refuse(socket, CLOSE_POLICY, f"at most {services.settings.limits.sockets_per_user} sockets per user")
@@ -122,7 +134,8 @@ class Session:
         reader = asyncio.create_task(self._read_loop(writer, inbox))
         try:
             if came_online:
-                await self._announce("online")
+                with contextlib.suppress(Exception):  # presence is best effort: never holds up a socket
+                    await asyncio.wait_for(self._announce("online"), PRESENCE_TIMEOUT)
             # The writer ends when the socket is closed by us (session ended, slow client): stop
             # reading then too, whether or not the client still sends.
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)

@@ -177,7 +177,12 @@ async def test_sends_are_acked_while_redis_is_paused(
     degraded_before = sum([await metric(n.base_url, "parley_degraded_total") for n in cluster.nodes])
     start = time.monotonic()
     with paused(e2e_redis.process):
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(1.0)
+        # A client reconnecting while Redis is paused gets in (presence skipped) and is acked.
+        newcomer = await ChatClient("carol@2", history).connect(cluster.nodes[1].ws_url, load.carol["token"])
+        await newcomer.join(load.conv)
+        newcomer_ack = await newcomer.send(load.conv, "sent while Redis is paused")
+        await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - start)))
         end = time.monotonic()
     await asyncio.sleep(2.0)
     after = time.monotonic()
@@ -189,6 +194,8 @@ async def test_sends_are_acked_while_redis_is_paused(
     assert during["ack"] > 10 and during["201"] > 10, "sends must keep being acked without Redis"
     assert since["ack"] > 0 and since["201"] > 0
     assert load.outcomes.total()["500"] == 0 and degraded > 0
+    assert newcomer_ack["status"] == "accepted"
+    await newcomer.close()
 
 
 async def _caught_mid_batch(database_url: str, relays: list[Process]) -> tuple[Process, int]:
@@ -285,7 +292,7 @@ async def test_a_client_that_stops_reading_is_closed_with_1013_within_bounded_ti
     started = time.monotonic()
     cut = None
     rss_peak = rss_before
-    while time.monotonic() - started < 20:
+    while time.monotonic() - started < 45:  # kernel buffers (MBs on loopback) fill first
         rss_peak = max(rss_peak, process.memory_info().rss)
         if await metric(node.base_url, "parley_ws_slow_clients_closed_total") > closed_before:
             cut = time.monotonic() - started
