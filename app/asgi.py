@@ -19,7 +19,7 @@ from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
-from app.errors import handle_exception
+from app.errors import handle_exception, quiet_client_faults
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
@@ -36,6 +36,7 @@ class MetricsController(PrometheusController):
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; services are created in the lifespan, never at import."""
     settings = settings or Settings.from_env()
+    quiet_client_faults()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

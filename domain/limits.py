@@ -20,6 +20,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     joins_per_socket: int = 100
     max_participants_per_request: int = 100
     max_page_size: int = 200
+    #: Bytes of frames a socket may have queued before the client is deemed too slow (close 1013).
+    ws_max_queued_bytes: int = 1024 * 1024
+    #: A single write to a socket that cannot be handed to the transport within this many seconds
+    #: (the client stopped reading) closes it with 1013.
+    ws_write_timeout_seconds: float = 5.0
 
 
 def _clean(value: str, what: str, max_chars: int) -> str:

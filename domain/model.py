@@ -83,6 +83,7 @@ class Conversation:
         """Append a message with the next seq. Assistant and system messages have no sender to check."""
         if role is MessageRole.USER:
             self.require_member()
+        now = max(now, self.updated_at)  # a conversation's clock never runs backwards
         self.last_seq += 1
         self.updated_at = now
         message = Message(

@@ -90,12 +90,13 @@ async def create_pg_pool(settings: Settings) -> asyncpg.Pool:
 async def bootstrap(settings: Settings) -> Services:
     engine = create_engine(settings)
     redis = create_redis(settings)
+    pg = await create_pg_pool(settings)
     return Services(
         settings=settings,
         engine=engine,
-        pg=await create_pg_pool(settings),
+        pg=pg,
         redis=redis,
-        auth=AuthService(engine, redis, settings.auth),
+        auth=AuthService(engine, pg, settings.auth),
         send_limiter=SendRateLimiter(
             redis, rate=settings.limits.messages_per_second, burst=settings.limits.message_burst
         ),

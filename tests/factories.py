@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from polyfactory import Use
 from polyfactory.factories.msgspec_factory import MsgspecFactory
@@ -10,6 +11,7 @@ from polyfactory.factories.msgspec_factory import MsgspecFactory
 from app.schemas import ConversationCreate, MessageCreate, RegisterBody
 from domain import commands, events
 from domain.values import AssistantSettings, Message, MessageRole, User, UserRole
+from infrastructure.auth.jwt_codec import AccessClaims
 
 
 class RegisterBodyFactory(MsgspecFactory[RegisterBody]):
@@ -61,3 +63,10 @@ class UserFactory(MsgspecFactory[User]):
     email = Use(lambda: f"seed-{uuid.uuid4().hex[:12]}@example.com")
     name = Use(lambda: f"Seed {uuid.uuid4().hex[:6]}")
     role = UserRole.USER
+
+
+def session_of(user_id: uuid.UUID, *, ttl_seconds: float = 3600) -> AccessClaims:
+    """An access session (the claims a socket lives on) for ``user_id``, valid ``ttl_seconds``."""
+    return AccessClaims(
+        user_id=user_id, jti=uuid.uuid4().hex, expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    )

@@ -7,6 +7,13 @@ between XADD and commit leaves the rows for the next batch: they are published a
 absorb the duplicates by seq. Any number of relays may run; extra ones are hot standbys that take
 shards whenever the active one does not hold them.
 
+A relay that stops mid-batch (SIGSTOP, a hung process) loses its shards after ``outbox.LEASE_MS``:
+PostgreSQL ends its idle-in-transaction session, the claim rolls back and a standby republishes those
+rows. If the stopped relay wakes later it may still XADD the batch it held: those entries repeat seqs
+a standby already published, and every consumer drops a seq at or below what it has delivered (the
+WS delivery rule, the projector's last-applied seq), so a zombie cannot reorder what clients see; its
+commit then fails on the dead session and it starts over. ``tests/e2e/test_relay_lease.py`` shows it.
+
 Wake-ups come from ``LISTEN parley_outbox`` (every committing post NOTIFYs), with a slow poll as a
 safety net for lost notifications and for rows left by a crashed relay.
 """
@@ -34,6 +41,8 @@ log = logging.getLogger("parley.relay")
 BATCH_SIZE = 500
 #: Safety-net poll when no NOTIFY arrives (lost notification, rows left by a crashed relay).
 POLL_SECONDS = 1.0
+#: Bound on one batch's XADD pipeline, well inside the lease (``outbox.LEASE_MS``).
+REDIS_PUBLISH_TIMEOUT = 2.0
 
 PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
 BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
@@ -59,7 +68,9 @@ class OutboxRelay:
             batch = await outbox.claim(conn, shard_count=settings.redis.shard_count, limit=self._batch_size)
             if not batch:
                 return 0
-            await streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
+            # Bounded: a paused Redis must not keep the shards until the lease runs out.
+            publish = streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
+            await asyncio.wait_for(publish, REDIS_PUBLISH_TIMEOUT)
         PUBLISHED.inc(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return len(batch)
@@ -92,7 +103,14 @@ class OutboxRelay:
                             raise ConnectionError("LISTEN connection closed")
                 finally:
                     await listener.close(timeout=5)
-            except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            except (
+                OSError,
+                RedisError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                ConnectionError,
+                TimeoutError,
+            ) as exc:
                 log.warning("relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

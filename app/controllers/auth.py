@@ -55,7 +55,7 @@ class AuthController(Controller):
 
     @post("/ws-ticket", status_code=HTTP_200_OK, dependencies=AUTHENTICATED, operation_id="IssueWsTicket")
     async def ws_ticket(self, services: ServicesDep, user: UserDep) -> TicketRead:
-        ticket, ttl = await services.auth.issue_ws_ticket(user.id)
+        ticket, ttl = await services.auth.issue_ws_ticket(user.claims)
         return TicketRead(ticket=ticket, expires_in=ttl)
 
 

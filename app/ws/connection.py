@@ -5,12 +5,20 @@ queued. For every joined conversation it keeps ``cursor``, the last seq this cli
 a message at or below the cursor is a duplicate and is dropped, one above ``cursor + 1`` reveals a
 gap (a trimmed stream, a Redis that lost data, a join replay still running) which the writer fills
 from Postgres before sending it. That one rule gives each client seq 1, 2, 3 ... exactly once.
+
+A client that cannot keep up is cut off (1013) rather than allowed to grow the node's memory: when
+its queue passes ``MAX_QUEUED_FRAMES`` or ``max_queued_bytes``, or when one write cannot be handed to
+the transport within ``write_timeout`` (the client stopped reading and the transport's buffer is full).
+The queue is dropped at once; the close frame is given ``CLOSE_TIMEOUT`` to get out, then the handler
+returns anyway. Ending a session (4401: token expired, revoked, account deleted) drops the queue the
+same way, so nothing queued is delivered after the decision.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,9 +26,11 @@ from typing import Any
 from uuid import UUID
 
 from litestar import WebSocket
+from prometheus_client import Counter
 
 from app.ws import frames, metrics
 from domain.values import Message
+from infrastructure.auth.jwt_codec import AccessClaims
 
 log = logging.getLogger("parley.ws")
 
@@ -31,6 +41,15 @@ MAX_QUEUED_FRAMES = 1000
 REPLAY_PAGE = 500
 #: Close code for a client that cannot keep up ("try again later").
 CLOSE_TOO_SLOW = 1013
+#: Close code for a session that ended (token expired or revoked, account deleted).
+CLOSE_SESSION_ENDED = 4401
+#: Defaults of the per-socket bounds (``Limits.ws_max_queued_bytes`` / ``ws_write_timeout_seconds``).
+MAX_QUEUED_BYTES = 1024 * 1024
+WRITE_TIMEOUT = 5.0
+#: Once cut off, how long the close frame may take to get out before the handler returns anyway.
+CLOSE_TIMEOUT = 5.0
+
+SLOW_CLOSED = Counter("parley_ws_slow_clients_closed_total", "Sockets closed with 1013: the client could not keep up")
 
 FetchAfter = Callable[[UUID, int, int], Awaitable[list[Message]]]
 
@@ -60,42 +79,91 @@ class Close:
 Item = Live | CatchUp | Close | str
 
 
+def _size(item: Item) -> int:
+    if isinstance(item, str):
+        return len(item)
+    return len(item.frame) if isinstance(item, Live) else 0
+
+
+class _TooSlow(Exception):
+    pass
+
+
 class Connection:
-    def __init__(self, socket: WebSocket[Any, Any, Any], user_id: UUID, fetch_after: FetchAfter) -> None:
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        session: AccessClaims,
+        fetch_after: FetchAfter,
+        *,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
+        write_timeout: float = WRITE_TIMEOUT,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.socket = socket
-        self.user_id = user_id
+        #: The access token this socket lives on; ``refresh`` replaces it, its expiry ends the socket.
+        self.session = session
+        self.user_id = session.user_id
         self.cursors: dict[UUID, int] = {}
         self._fetch_after = fetch_after
         self._queue: asyncio.Queue[Item] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._queued_bytes = 0
+        self._max_queued_bytes = max_queued_bytes
+        self._write_timeout = write_timeout
         self._closing = False
         self.sent_frames = 0
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def offer(self, item: Item) -> None:
         """Queue without waiting; a full queue means a slow client, which is disconnected."""
         if self._closing:
             return
+        size = _size(item)
+        if self._queued_bytes + size > self._max_queued_bytes:
+            self._cut_off()
+            return
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self._closing = True
-            log.info("socket %s of %s cannot keep up; closing", self.id, self.user_id)
-            self._queue = asyncio.Queue()  # drop what it could not take; it resyncs on reconnect
-            self._queue.put_nowait(Close(CLOSE_TOO_SLOW, "too slow: reconnect and join with after_seq"))
+            self._cut_off()
+            return
+        self._queued_bytes += size
+
+    def _cut_off(self) -> None:
+        if self._closing:
+            return
+        log.info("socket %s of %s cannot keep up; closing", self.id, self.user_id)
+        SLOW_CLOSED.inc()
+        self.end(CLOSE_TOO_SLOW, "too slow: reconnect and join with after_seq")
 
     def close(self, code: int, reason: str) -> None:
+        """Close after what is already queued."""
         if not self._closing:
             self._closing = True
             self._queue.put_nowait(Close(code, reason))
+
+    def end(self, code: int, reason: str) -> None:
+        """Close now: what is queued is dropped (the client resyncs with after_seq if it comes back)."""
+        self._closing = True
+        while not self._queue.empty():  # drained in place: the writer may be waiting on this queue
+            self._queue.get_nowait()
+        self._queued_bytes = 0
+        self._queue.put_nowait(Close(code, reason))
+
+    def session_expired(self, now: float | None = None) -> bool:
+        return self.session.expires_at.timestamp() <= (time.time() if now is None else now)
 
     async def run_writer(self) -> None:
         """Drain the queue until a Close item or a send failure. Never raises."""
         try:
             while True:
                 item = await self._queue.get()
+                self._queued_bytes = max(0, self._queued_bytes - _size(item))
                 if isinstance(item, Close):
-                    metrics.CLOSES.labels(str(item.code)).inc()
-                    await self.socket.close(code=item.code, reason=item.reason)
+                    await self._close(item)
                     return
                 if isinstance(item, str):
                     await self._send(item)
@@ -105,8 +173,21 @@ class Connection:
                     await self._catch_up(item.conversation_id, upto=None)
         except asyncio.CancelledError:
             raise
+        except _TooSlow:
+            self._cut_off()  # unless a close was decided already (its Close item is then the one queued)
+            item = self._queue.get_nowait()
+            await self._close(item if isinstance(item, Close) else Close(CLOSE_TOO_SLOW, "too slow"))
         except Exception as exc:  # a broken socket ends this connection only, never the node
             log.debug("writer for socket %s stopped: %s", self.id, exc)
+
+    async def _close(self, close: Close) -> None:
+        """Send the close frame if the transport takes it within CLOSE_TIMEOUT; return either way (the
+        caller then ends the handler, and the server closes the connection)."""
+        metrics.CLOSES.labels(str(close.code)).inc()
+        try:
+            await asyncio.wait_for(self.socket.close(code=close.code, reason=close.reason), CLOSE_TIMEOUT)
+        except Exception as exc:  # the socket is being given up on; nothing else to do
+            log.debug("close of socket %s not sent: %r", self.id, exc)
 
     async def _deliver(self, live: Live) -> None:
         cursor = self.cursors.get(live.conversation_id)
@@ -133,6 +214,9 @@ class Connection:
                 return
 
     async def _send(self, data: str) -> None:
-        await self.socket.send_data(data, mode="text")
+        try:
+            await asyncio.wait_for(self.socket.send_data(data, mode="text"), self._write_timeout)
+        except TimeoutError as exc:
+            raise _TooSlow from exc
         self.sent_frames += 1
         metrics.FRAMES_OUT.inc()

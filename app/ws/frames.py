@@ -61,7 +61,13 @@ class Ping(_ClientFrame, frozen=True, kw_only=True, tag="ping"):
     pass
 
 
-ClientFrame = Join | Leave | Send | Read | Typing | Cancel | Resume | Ping
+class Refresh(_ClientFrame, frozen=True, kw_only=True, tag="refresh"):
+    """A new access token for this socket's session (answered ``refreshed {expires_in}``)."""
+
+    access_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+ClientFrame = Join | Leave | Send | Read | Typing | Cancel | Resume | Ping | Refresh
 
 _decoder = msgspec.json.Decoder(ClientFrame)
 _encoder = msgspec.json.Encoder()
@@ -85,6 +91,9 @@ def decode(data: str | bytes) -> ClientFrame:
     except msgspec.DecodeError as exc:
         metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError("frame is not a JSON object") from exc
+    except RecursionError as exc:  # msgspec refuses deep nesting this way; a hostile frame, not a bug
+        metrics.FRAMES_IN.labels("invalid").inc()
+        raise FrameError("frame is nested too deeply") from exc
     metrics.FRAMES_IN.labels(frame.__struct_config__.tag).inc()
     return frame
 

@@ -1,8 +1,10 @@
 """``GET /ws``: authenticate first, then one reader loop per socket (this handler) and one writer task.
 
-Close codes: 4401 authentication failed, 4403 Origin not allowed, 1008 too many sockets for the user,
-1009 frame too large, 1013 client too slow to keep up. Everything else is an ``error`` frame and the
-socket stays open: one bad frame never costs a client its connection.
+Close codes: 4401 authentication failed or the session ended (token expired without a ``refresh``,
+logged out, revoked, account deleted: see ``app/ws/sessions.py``), 4403 Origin not allowed, 1008 too
+many sockets for the user, 1009 frame too large, 1013 client too slow to keep up or PostgreSQL
+unreachable at connect. Everything else is an ``error`` frame and the socket stays open: one bad frame
+never costs a client its connection.
 """
 
 from __future__ import annotations
@@ -10,24 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
-from uuid import UUID
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.deps import bearer_token
+from app.errors import is_unavailable
 from app.ws import frames, metrics
-from app.ws.connection import CatchUp, Connection
+from app.ws.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
 from app.ws.node import Node
 from domain import commands, handlers
 from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
+from infrastructure.auth.jwt_codec import AccessClaims
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
 from infrastructure.read_cursor import apply_read_cursor
+from infrastructure.redis.rate_limit import DEGRADED
 
 log = logging.getLogger("parley.ws.gateway")
 
@@ -37,6 +42,9 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 #: Client frames accepted but not yet handled, per socket; past it a frame is refused with RATE_LIMITED.
 MAX_FRAMES_IN_FLIGHT = 64
+#: A socket waits at most this long for Redis to record its presence; past it (Redis paused or down)
+#: it is let in without presence, counted in ``parley_degraded_total{component="presence"}``.
+PRESENCE_TIMEOUT = 2.0
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -49,12 +57,12 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return urlsplit(origin).netloc == (host or "")
 
 
-async def authenticate(socket: WebSocket[Any, Any, Any], services: Services) -> UUID:
+async def authenticate(socket: WebSocket[Any, Any, Any], services: Services) -> AccessClaims:
+    """The access session the socket will live on (a ticket carries the one it was issued from)."""
     ticket = socket.query_params.get("ticket")
     if ticket:
         return await services.auth.redeem_ws_ticket(ticket)
-    claims = await services.auth.authenticate(bearer_token(socket.headers.get("authorization")))
-    return claims.user_id
+    return await services.auth.authenticate(bearer_token(socket.headers.get("authorization")))
 
 
 @websocket("/ws", name="gateway")
@@ -67,14 +75,33 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         await _refuse(socket, CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
         return
     try:
-        user_id = await authenticate(socket, services)
+        session = await authenticate(socket, services)
     except Unauthorized as exc:
         await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
         return
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        await _refuse(socket, CLOSE_TOO_SLOW, "service unavailable; try again later")
+        return
+    user_id = session.user_id
+    limits = services.settings.limits
     conn = Connection(
-        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit)
+        socket,
+        session,
+        lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit),
+        max_queued_bytes=limits.ws_max_queued_bytes,
+        write_timeout=limits.ws_write_timeout_seconds,
     )
-    others = await node.presence.connect(user_id, conn.id)
+    try:
+        others = await asyncio.wait_for(node.presence.connect(user_id, conn.id), PRESENCE_TIMEOUT)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Degraded rule: without Redis the per-user socket count is not known; the socket is let in
+        # (sends need only PostgreSQL) and presence is not announced.
+        DEGRADED.labels("presence").inc()
+        others = -1
     if others >= services.settings.limits.sockets_per_user:
         await node.presence.disconnect(user_id, conn.id)
         await _refuse(socket, CLOSE_POLICY, f"at most {services.settings.limits.sockets_per_user} sockets per user")
@@ -106,13 +133,17 @@ class Session:
         writer = asyncio.create_task(conn.run_writer())
         inbox: asyncio.Queue[str] = asyncio.Queue(MAX_FRAMES_IN_FLIGHT)
         handler = asyncio.create_task(self._handle_loop(inbox))
+        reader = asyncio.create_task(self._read_loop(writer, inbox))
         try:
             if came_online:
-                await self._announce("online")
-            await self._read_loop(writer, inbox)
+                with contextlib.suppress(Exception):  # presence is best effort: never holds up a socket
+                    await asyncio.wait_for(self._announce("online"), PRESENCE_TIMEOUT)
+            # The writer ends when the socket is closed by us (session ended, slow client): stop
+            # reading then too, whether or not the client still sends.
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             hub.unregister(conn)
-            for task in (handler, writer):
+            for task in (reader, handler, writer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -159,6 +190,10 @@ class Session:
 
     async def handle(self, data: str) -> None:
         ref: str | None = None
+        if self.conn.session_expired():
+            # Not one more frame on an expired session (the sweep closes idle ones within a second).
+            self.conn.end(CLOSE_SESSION_ENDED, "session expired: reconnect with a new token")
+            return
         try:
             frame = frames.decode(data)
             ref = _ref_of(frame)
@@ -167,8 +202,13 @@ class Session:
             self.conn.offer(frames.error_frame("VALIDATION", exc.message, ref))
         except DomainError as exc:
             self.conn.offer(frames.domain_error_frame(exc, ref))
-        except Exception:
+        except Exception as exc:
             error_ref = ref or uuid.uuid4().hex[:12]
+            if is_unavailable(exc):
+                log.warning("frame of user %s not handled (ref %s): %r", self.conn.user_id, error_ref, exc)
+                message = "the database is unreachable; retry (a send with the same client_msg_id)"
+                self.conn.offer(frames.error_frame("UNAVAILABLE", message, error_ref))
+                return
             log.exception("frame failed for user %s (ref %s)", self.conn.user_id, error_ref)
             self.conn.offer(frames.error_frame("INTERNAL", "internal error", error_ref))
 
@@ -196,6 +236,17 @@ class Session:
                 raise NotFound("no such reply: the assistant is not enabled on this server yet")
             case frames.Ping():
                 self.conn.offer(frames.encode(frames.Pong()))
+            case frames.Refresh(access_token=token):
+                await self._refresh(token)
+
+    async def _refresh(self, token: str) -> None:
+        """Move the socket onto a new access token of the same user; it then lives until that one expires."""
+        claims = await self.services.auth.authenticate(token)
+        if claims.user_id != self.conn.user_id:
+            raise Unauthorized("the new token belongs to another user")
+        self.conn.session = claims
+        expires_in = max(0, int(claims.expires_at.timestamp() - time.time()))
+        self.conn.offer(frames.encode(frames.Refreshed(expires_in=expires_in)))
 
     async def _join(self, frame: frames.Join) -> None:
         cid = frame.conversation_id
@@ -223,7 +274,8 @@ class Session:
             client_msg_id=frame.client_msg_id,
             text=frame.text,
         )
-        result = await handlers.post_message(cmd, self.services.uow(), self.services.clock, self.limits)
+        uow = self.services.uow()  # its clock is the database's: created_at is monotonic per conversation
+        result = await handlers.post_message(cmd, uow, uow.clock, self.limits)
         self.conn.offer(
             frames.encode(
                 frames.Ack(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
+from app.ws.sessions import SessionGuard
 from infrastructure import stream_metrics
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
@@ -66,6 +67,9 @@ class Node:
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
+            asyncio.create_task(
+                self._guard(lambda: SessionGuard(self.hub, self.services.auth.sessions).run(self._stop), "sessions")
+            ),
         ]
         log.info("WS node %s started", self.node_id)
 

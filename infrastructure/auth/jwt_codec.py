@@ -1,10 +1,21 @@
-"""JWT access tokens: one pinned algorithm, every registered claim required and checked."""
+"""JWT access tokens and WS tickets: one pinned algorithm, every registered claim required and checked.
+
+A WS ticket is a token of its own audience (``{aud}:ws-ticket``, so it is never accepted as an access
+token nor the other way round), valid ``ws_ticket_ttl_seconds``, carrying the access token it was made
+from (``sid``, ``sexp``): a socket opened with it ends when that access token is revoked or expires.
+Single use is kept in PostgreSQL (``SessionRecord.use_ticket``), not in Redis.
+
+Clock leeway: ``LEEWAY_SECONDS`` on ``exp`` and ``iat``, the skew tolerated between the node that
+issued a token and the node checking it. Nodes must run NTP; a node further off refuses tokens the
+others issued (``iat`` in its future) or accepts them a little past expiry.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -13,6 +24,9 @@ from domain.errors import Unauthorized
 from infrastructure.settings import AuthSettings
 
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "jti"]
+TICKET_CLAIMS = [*REQUIRED_CLAIMS, "sid", "sexp"]
+#: Tolerated clock skew between nodes (seconds), on exp and iat.
+LEEWAY_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -20,6 +34,14 @@ class AccessClaims:
     user_id: UUID
     jti: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class TicketClaims:
+    ticket_id: str
+    expires_at: datetime
+    #: The access token the ticket was issued with; the socket lives as long as it does.
+    session: AccessClaims
 
 
 class JwtCodec:
@@ -48,22 +70,58 @@ class JwtCodec:
         }
         return jwt.encode(claims, self._signing_key, algorithm=self._algorithm), ttl
 
+    def issue_ticket(self, session: AccessClaims, now: datetime) -> tuple[str, int]:
+        """A single-use WS ticket for the holder of ``session`` (never outliving it)."""
+        if not self._signing_key:
+            raise RuntimeError("this node verifies tokens but has no private key to issue them")
+        ttl = self._settings.ws_ticket_ttl_seconds
+        claims = {
+            "sub": str(session.user_id),
+            "iat": now,
+            "exp": min(now + timedelta(seconds=ttl), session.expires_at),
+            "jti": secrets.token_urlsafe(16),
+            "iss": self._settings.jwt_issuer,
+            "aud": self._ticket_audience,
+            "sid": session.jti,
+            "sexp": int(session.expires_at.timestamp()),
+        }
+        return jwt.encode(claims, self._signing_key, algorithm=self._algorithm), ttl
+
     def verify(self, token: str) -> AccessClaims:
         """Decode and check signature, algorithm, exp, iat, iss, aud; any failure is one Unauthorized."""
+        claims = self._decode(token, self._settings.jwt_audience, REQUIRED_CLAIMS, "invalid or expired token")
+        return AccessClaims(user_id=UUID(claims["sub"]), jti=str(claims["jti"]), expires_at=_time(claims["exp"]))
+
+    def verify_ticket(self, ticket: str) -> TicketClaims:
+        claims = self._decode(ticket, self._ticket_audience, TICKET_CLAIMS, "invalid, used or expired ticket")
         try:
-            claims = jwt.decode(
+            user_id, expires_at = UUID(claims["sub"]), _time(claims["sexp"])
+            session = AccessClaims(user_id=user_id, jti=str(claims["sid"]), expires_at=expires_at)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise Unauthorized("invalid, used or expired ticket") from exc
+        return TicketClaims(ticket_id=str(claims["jti"]), expires_at=_time(claims["exp"]), session=session)
+
+    @property
+    def _ticket_audience(self) -> str:
+        return f"{self._settings.jwt_audience}:ws-ticket"
+
+    def _decode(self, token: str, audience: str, required: list[str], failure: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 self._verify_key,
                 algorithms=[self._algorithm],  # never taken from the token header
-                audience=self._settings.jwt_audience,
+                audience=audience,
                 issuer=self._settings.jwt_issuer,
-                options={"require": REQUIRED_CLAIMS},
-                leeway=5,
+                options={"require": required},
+                leeway=LEEWAY_SECONDS,
             )
-            return AccessClaims(
-                user_id=UUID(claims["sub"]),
-                jti=str(claims["jti"]),
-                expires_at=datetime.fromtimestamp(claims["exp"]).astimezone(),
-            )
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise Unauthorized("invalid or expired token") from exc
+            UUID(claims["sub"])
+            _time(claims["exp"])
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
+            raise Unauthorized(failure) from exc
+        return claims
+
+
+def _time(timestamp: Any) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)

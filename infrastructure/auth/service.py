@@ -1,4 +1,8 @@
-"""Accounts and sessions: register, login, rotating refresh tokens, logout, WS tickets, token checks."""
+"""Accounts and sessions: register, login, rotating refresh tokens, logout, WS tickets, token checks.
+
+Every token check consults the session record in PostgreSQL (``SessionRecord``): a revoked token and
+a deleted account's token are refused on every path, whatever state Redis is in.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+import asyncpg
 import msgspec
 import sqlalchemy as sa
-from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -18,15 +22,15 @@ from domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from domain.values import User, UserRole
 from infrastructure.auth.jwt_codec import AccessClaims, JwtCodec
 from infrastructure.auth.passwords import hash_password, verify_password
-from infrastructure.auth.revocation import RevocationList
+from infrastructure.auth.revocation import SessionRecord
 from infrastructure.db.repositories import user_from_row
 from infrastructure.db.tables import refresh_tokens, users
-from infrastructure.redis import keys
 from infrastructure.settings import AuthSettings
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024  # Argon2 would hash megabytes happily; a cap keeps a login from being a CPU DoS
+MAX_TICKET_CHARS = 1024  # a signed ticket is ~300 characters
 
 
 class TokenPair(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,12 +45,11 @@ def _hash_refresh(token: str) -> bytes:
 
 
 class AuthService:
-    def __init__(self, engine: AsyncEngine, redis: Redis, settings: AuthSettings) -> None:
+    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool, settings: AuthSettings) -> None:
         self._engine = engine
-        self._redis = redis
         self._settings = settings
         self.jwt = JwtCodec(settings)
-        self.revocations = RevocationList(engine, redis)
+        self.sessions = SessionRecord(pool)
         self._admins = {e.lower() for e in settings.admin_emails}
 
     # -- accounts --------------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class AuthService:
 
     async def logout(self, claims: AccessClaims, refresh_token: str | None) -> None:
         """Refuse this access token's jti from now on; with its refresh token, end that session too."""
-        await self.revocations.revoke(claims.jti, claims.expires_at)
+        await self.sessions.revoke(claims.jti, claims.expires_at)
         if refresh_token:
             async with self._engine.begin() as conn:
                 family = (
@@ -157,22 +160,29 @@ class AuthService:
 
     async def authenticate(self, token: str) -> AccessClaims:
         claims = self.jwt.verify(token)
-        if await self.revocations.is_revoked(claims.jti):
-            raise Unauthorized("this token has been revoked")
+        await self._require_live(claims)
         return claims
 
-    async def issue_ws_ticket(self, user_id: UUID) -> tuple[str, int]:
-        ticket = secrets.token_urlsafe(32)
-        ttl = self._settings.ws_ticket_ttl_seconds
-        await self._redis.set(keys.ws_ticket(ticket), str(user_id), ex=ttl)
-        return ticket, ttl
+    async def _require_live(self, claims: AccessClaims) -> None:
+        user_exists, revoked = await self.sessions.check(claims.user_id, claims.jti)
+        if revoked:
+            raise Unauthorized("this token has been revoked")
+        if not user_exists:
+            raise Unauthorized("the token's account no longer exists")
 
-    async def redeem_ws_ticket(self, ticket: str) -> UUID:
-        """Single use: GETDEL takes it atomically, so two sockets cannot share one ticket."""
-        value = await self._redis.getdel(keys.ws_ticket(ticket)) if 0 < len(ticket) <= 128 else None
-        if value is None:
+    async def issue_ws_ticket(self, session: AccessClaims) -> tuple[str, int]:
+        return self.jwt.issue_ticket(session, datetime.now(UTC))
+
+    async def redeem_ws_ticket(self, ticket: str) -> AccessClaims:
+        """Single use, recorded in PostgreSQL: two sockets cannot share one ticket, even after Redis
+        lost or rewound its data. Returns the access session the ticket was issued from."""
+        if not 0 < len(ticket) <= MAX_TICKET_CHARS:
             raise Unauthorized("invalid, used or expired ticket")
-        return UUID(value.decode() if isinstance(value, bytes) else value)
+        claims = self.jwt.verify_ticket(ticket)
+        if not await self.sessions.use_ticket(claims.ticket_id, claims.expires_at, claims.session.user_id):
+            raise Unauthorized("invalid, used or expired ticket")
+        await self._require_live(claims.session)
+        return claims.session
 
     async def _new_pair(self, conn: AsyncConnection, user_id: UUID, *, family_id: UUID) -> TokenPair:
         now = datetime.now(UTC)

@@ -18,6 +18,11 @@ CHANNEL = "parley_outbox"
 
 #: Advisory-lock namespace (first key of the two-int form); the second key is the shard number.
 LOCK_NAMESPACE = 0x5041524C  # "PARL"
+#: The shard locks are a lease: a relay that stays silent inside a batch this long (SIGSTOP, a GC
+#: pause, a hung call) has its session ended by PostgreSQL (``idle_in_transaction_session_timeout``),
+#: which rolls its claim back and frees its shards for a standby. A healthy batch takes milliseconds,
+#: and the relay bounds its Redis call well below this.
+LEASE_MS = 3000
 
 
 @dataclass(frozen=True)
@@ -44,9 +49,13 @@ NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 # The rows come back if the transaction does not commit (Redis refused the XADD, the relay died).
 # An asynchronous commit is enough: if a crash loses it, the rows are published again and consumers
 # absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock calls out of the
-# outer plan, and RETURNING has no order, so ``claim`` sorts by id.
-CLAIM_SQL = """
-    WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
+# outer plan, and RETURNING has no order, so ``claim`` sorts by id. The lease (``LEASE_MS``) is set here
+# too, for this transaction only.
+CLAIM_SQL = f"""
+    WITH async_commit AS MATERIALIZED (
+        SELECT set_config('synchronous_commit', 'off', true),
+               set_config('idle_in_transaction_session_timeout', '{LEASE_MS}', true)
+    ),
     mine AS MATERIALIZED (
         SELECT s FROM generate_series(0, $1::int - 1) AS s
         WHERE pg_try_advisory_xact_lock($2::int, s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -63,9 +64,13 @@ def user_from_row(row: Mapping[Any, Any]) -> User:
     )
 
 
+# ``db_now`` is the database's clock, never before the conversation's last change (its last message's
+# created_at): messages take their time from it, so created_at is one clock for every node and never
+# goes backwards within a conversation (a writer that waited for the row lock started earlier).
 _SELECT_CONVERSATION = """
     SELECT c.id, c.title, c.owner_id, c.last_seq, c.assistant_enabled, c.assistant_model,
-           c.assistant_system_prompt, c.created_at, c.updated_at, p.role AS viewer_role
+           c.assistant_system_prompt, c.created_at, c.updated_at, p.role AS viewer_role,
+           GREATEST(clock_timestamp(), c.updated_at) AS db_now
     FROM conversations c
     LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
     WHERE c.id = $1
@@ -117,11 +122,14 @@ class SqlConversationRepository:
         self._pending = pending
         #: Aggregates loaded or added in this unit of work; their events go to the outbox at commit.
         self.seen: list[Conversation] = []
+        #: The database's clock as of the latest load (see ``_SELECT_CONVERSATION``).
+        self.db_now: datetime | None = None
 
     async def _load(self, sql: str, conversation_id: UUID, viewer_id: UUID | None) -> Conversation | None:
         row = await self._conn.fetchrow(sql, conversation_id, viewer_id)
         if row is None:
             return None
+        self.db_now = row["db_now"]
         conv = conversation_from_row(row)
         self.seen.append(conv)
         return conv

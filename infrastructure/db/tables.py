@@ -213,3 +213,12 @@ projected_usage_events = sa.Table(
     sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("projected_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
 )
+
+used_ws_tickets = sa.Table(
+    "used_ws_tickets",
+    metadata,
+    # Signed single-use WS tickets already redeemed (the record: Redis losing data cannot un-use one).
+    # Rows are pruned once expired; a ticket past its expiry is refused by its signature check anyway.
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)

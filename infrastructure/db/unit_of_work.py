@@ -7,6 +7,7 @@ row commits, together with the state change it describes (flow 1 of docs/archite
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -27,6 +28,19 @@ from infrastructure.db.repositories import (
 OUTBOX_CHANNEL = outbox.CHANNEL
 
 
+class DatabaseClock:
+    """``Clock`` for handlers run in this unit of work: the database's time read with the conversation
+    row it locked (no extra round trip), so every node stamps messages with one clock, and never
+    earlier than the conversation's last change. Before any row is loaded it is this process' clock."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    def now(self) -> datetime:
+        db_now = self._uow.conversations.db_now if self._uow.active else None
+        return db_now if db_now is not None else datetime.now(UTC)
+
+
 class SqlUnitOfWork:
     conversations: SqlConversationRepository
     messages: SqlMessageRepository
@@ -39,6 +53,12 @@ class SqlUnitOfWork:
         self._shard_count = shard_count
         self._conn: asyncpg.Connection | None = None
         self._tx: Transaction | None = None
+        #: Pass this as the handler's clock to stamp with the database's time (``post_message``).
+        self.clock = DatabaseClock(self)
+
+    @property
+    def active(self) -> bool:
+        return self._conn is not None
 
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()

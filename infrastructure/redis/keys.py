@@ -57,21 +57,6 @@ def rate_bucket(user_id: UUID) -> str:
     return f"{PREFIX}:rate:send:{user_id}"
 
 
-def ws_ticket(ticket: str) -> str:
-    """Single-use WebSocket ticket -> user id (short TTL, taken with GETDEL)."""
-    return f"{PREFIX}:ws-ticket:{ticket}"
-
-
-def revoked_jti(jti: str) -> str:
-    """Cache of a revoked access token id; Postgres ``revoked_tokens`` is the record."""
-    return f"{PREFIX}:revoked:{jti}"
-
-
-#: Present once the revocation cache has been loaded from Postgres into this Redis. Missing after a
-#: Redis restart, which makes the next check reload it instead of forgetting logouts.
-REVOKED_LOADED = f"{PREFIX}:revoked:loaded"
-
-
 def reply_stream(reply_id: UUID) -> str:
     """Token deltas of one assistant answer (short-lived)."""
     return f"{PREFIX}:reply:{reply_id}"

@@ -10,7 +10,7 @@ from typing import Any
 from app.ws import frames
 from app.ws.connection import CatchUp, Close, Connection, Live
 from domain.values import Message
-from tests.factories import MessageFactory
+from tests.factories import MessageFactory, session_of
 
 CONV = uuid.uuid4()
 
@@ -37,7 +37,7 @@ def make(store_upto: int, cursor: int) -> tuple[Connection, FakeSocket]:
     async def fetch_after(conversation_id: uuid.UUID, after: int, limit: int) -> list[Message]:
         return [message(s) for s in range(after + 1, min(store_upto, after + limit) + 1)]
 
-    conn = Connection(socket, uuid.uuid4(), fetch_after)  # type: ignore[arg-type]
+    conn = Connection(socket, session_of(uuid.uuid4()), fetch_after)  # type: ignore[arg-type]
     conn.cursors[CONV] = cursor
     return conn, socket
 
@@ -89,3 +89,47 @@ async def test_a_client_that_cannot_keep_up_is_closed_with_1013_instead_of_buffe
     await asyncio.wait_for(conn.run_writer(), 5)
     assert socket.closed is not None and socket.closed[0] == 1013
     assert socket.sent == []
+
+
+async def test_ending_a_session_closes_at_once_and_drops_what_was_queued() -> None:
+    conn, socket = make(store_upto=0, cursor=0)
+    writer = asyncio.create_task(conn.run_writer())
+    await asyncio.sleep(0)  # the writer now waits on the empty queue
+    conn.end(4401, "session expired")
+    conn.offer(live(1))  # offered after the decision: never sent
+    await asyncio.wait_for(writer, 5)
+    assert socket.closed == (4401, "session expired") and socket.sent == []
+
+
+async def test_a_client_past_the_byte_bound_is_closed_with_1013() -> None:
+    socket = FakeSocket()
+    conn = Connection(socket, session_of(uuid.uuid4()), None, max_queued_bytes=10_000)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
+    for seq in range(1, 100):  # ~300 bytes each: past 10,000 bytes long before 1,000 frames
+        conn.offer(live(seq))
+    await asyncio.wait_for(conn.run_writer(), 5)
+    assert socket.closed is not None and socket.closed[0] == 1013
+
+
+class StuckSocket(FakeSocket):
+    """A transport whose buffer is full: sends never complete (the client stopped reading)."""
+
+    async def send_data(self, data: str, mode: str = "text") -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_write_that_cannot_complete_within_the_deadline_closes_with_1013() -> None:
+    socket = StuckSocket()
+    conn = Connection(socket, session_of(uuid.uuid4()), None, write_timeout=0.05)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
+    conn.offer(live(1))
+    await asyncio.wait_for(conn.run_writer(), 5)
+    assert socket.closed is not None and socket.closed[0] == 1013
+
+
+def test_a_session_past_its_expiry_is_expired() -> None:
+    conn, _ = make(store_upto=0, cursor=0)
+    conn.session = session_of(conn.user_id, ttl_seconds=-1)
+    assert conn.session_expired()
+    conn.session = session_of(conn.user_id, ttl_seconds=60)
+    assert not conn.session_expired()

@@ -9,14 +9,14 @@ from typing import Any
 from app.ws.connection import Connection, Live
 from app.ws.hub import Hub
 from domain import events
-from tests.factories import message_posted
+from tests.factories import message_posted, session_of
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class SpyConnection(Connection):
     def __init__(self, user_id: uuid.UUID) -> None:
-        super().__init__(socket=None, user_id=user_id, fetch_after=None)  # type: ignore[arg-type]
+        super().__init__(socket=None, session=session_of(user_id), fetch_after=None)  # type: ignore[arg-type]
         self.offered: list[Any] = []
 
     def offer(self, item: Any) -> None:
