@@ -67,6 +67,12 @@ async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock,
             raise _conversation_not_found()
         if cmd.role is MessageRole.USER:
             conv.require_member()
+        elif client_msg_id is not None:
+            # The assistant's answer: NULL senders never collide in the unique index, so the row lock
+            # held here is what makes a second write of the same reply find the first one instead.
+            existing = await uow.messages.by_client_msg_id(conv.id, None, client_msg_id)
+            if existing is not None:
+                return PostResult(existing, duplicate=True)
         message = conv.post(
             sender_id=cmd.sender_id, role=cmd.role, text=text, client_msg_id=client_msg_id, now=clock.now()
         )

@@ -19,7 +19,16 @@ from infrastructure.db.tables import metadata
 from infrastructure.migrate import downgrade_base, upgrade_head
 from migrations import head_revision
 
-APP_TABLES = {"users", "conversations", "participants", "messages", "outbox", "refresh_tokens", "revoked_tokens"}
+APP_TABLES = {
+    "users",
+    "conversations",
+    "participants",
+    "messages",
+    "outbox",
+    "refresh_tokens",
+    "revoked_tokens",
+    "assistant_usage",
+}
 
 
 async def _admin(database_url: str, statement: str) -> None:
