@@ -89,7 +89,16 @@ def settings(database_url: str, redis_server: EmbeddedRedis) -> Settings:
     )
 
 
-TABLES = ["assistant_usage", "outbox", "messages", "participants", "conversations", "refresh_tokens", "revoked_tokens", "users"]
+TABLES = [
+    "assistant_usage",
+    "outbox",
+    "messages",
+    "participants",
+    "conversations",
+    "refresh_tokens",
+    "revoked_tokens",
+    "users",
+]
 
 
 @pytest.fixture
