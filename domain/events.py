@@ -63,6 +63,24 @@ class ReadCursorMoved(_Event, frozen=True, kw_only=True, tag="read_cursor_moved"
     seq: int
 
 
+class AssistantUsageRecorded(_Event, frozen=True, kw_only=True, tag="assistant_usage_recorded"):
+    """One provider call of the assistant finished (done, cancelled or error): what the read side's
+    token and cost statistics are built from."""
+
+    conversation_id: UUID
+    reply_id: UUID
+    attempt: int
+    user_id: UUID | None
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    ttft_ms: int | None
+    duration_ms: int
+    status: str
+
+
 Event = (
     MessagePosted
     | ConversationCreated
@@ -71,6 +89,7 @@ Event = (
     | ParticipantAdded
     | ParticipantRemoved
     | ReadCursorMoved
+    | AssistantUsageRecorded
 )
 
 _encoder = msgspec.json.Encoder()

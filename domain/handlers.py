@@ -59,7 +59,10 @@ async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock,
     the row lock is held: two identical posts racing each other are serialized by the lock, the
     second one's insert finds the first's row, and it returns that message without committing.
     """
-    text = clean_text(cmd.text, limits)
+    if cmd.role is MessageRole.ASSISTANT:
+        text = clean_text(cmd.text, limits, max_chars=limits.max_assistant_text_chars)
+    else:
+        text = clean_text(cmd.text, limits)
     client_msg_id = None if cmd.client_msg_id is None else clean_client_msg_id(cmd.client_msg_id)
     async with uow:
         conv = await uow.conversations.get_for_update(cmd.conversation_id, viewer_id=cmd.sender_id)

@@ -91,7 +91,9 @@ class LLMSettings:
         "http://127.0.0.1:11434/v1",
         "OpenAI-compatible chat endpoint for the openai provider (Ollama, vLLM, llama.cpp server).",
     )
-    openai_api_key: str = setting("OPENAI_API_KEY", "", "bearer key for the openai provider (often not needed locally).")
+    openai_api_key: str = setting(
+        "OPENAI_API_KEY", "", "bearer key for the openai provider (often not needed locally)."
+    )
     system_prompt: str = setting(
         "LLM_SYSTEM_PROMPT",
         "You are a helpful assistant taking part in a group chat. Answer concisely.",

@@ -65,5 +65,20 @@ REVOKED_LOADED = f"{PREFIX}:revoked:loaded"
 
 
 def reply_stream(reply_id: UUID) -> str:
-    """Token deltas of one assistant answer (short-lived)."""
+    """Token deltas and the end of one assistant answer (short-lived, bounded): what ``resume`` replays."""
     return f"{PREFIX}:reply:{reply_id}"
+
+
+def reply_meta(reply_id: UUID) -> str:
+    """Hash of a reply: its conversation (membership checks for cancel/resume), trigger user, state."""
+    return f"{PREFIX}:reply:{reply_id}:meta"
+
+
+def reply_cancel(reply_id: UUID) -> str:
+    """Present once someone asked to stop this reply; the worker checks it with every delta."""
+    return f"{PREFIX}:reply:{reply_id}:cancel"
+
+
+#: Every reply entry of every conversation, read by every WS node without a group (a broadcast, like
+#: signals): nodes forward deltas as they come and use ``reply_stream`` only to replay.
+REPLIES_LIVE = f"{PREFIX}:replies"
