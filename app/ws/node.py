@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from app.ws.fanout import EventFanout, SignalFanout
 from app.ws.hub import Hub
+from app.ws.replies import ReplyFanout
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
 from infrastructure.redis import groups, streams
@@ -57,9 +58,11 @@ class Node:
         )
         await fanout.setup()
         signals = SignalFanout(redis, self.hub)
+        reply_fanout = ReplyFanout(redis, self.hub.on_reply)
         self._tasks = [
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
+            asyncio.create_task(self._guard(lambda: reply_fanout.run(self._stop), "reply fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
         ]
         log.info("WS node %s started", self.node_id)
