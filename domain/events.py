@@ -64,21 +64,25 @@ class ReadCursorMoved(_Event, frozen=True, kw_only=True, tag="read_cursor_moved"
 
 
 class AssistantUsageRecorded(_Event, frozen=True, kw_only=True, tag="assistant_usage_recorded"):
-    """One provider call of the assistant finished (done, cancelled or error): what the read side's
-    token and cost statistics are built from."""
+    """An LLM call made for a conversation, with what it cost (the assistant emits it with its reply;
+    the projector adds it to the daily statistics, once per ``event_id``). ``occurred_at`` is when the
+    call finished; ``user_id`` is whose message triggered it (None: no user, e.g. a summary)."""
 
     conversation_id: UUID
-    reply_id: UUID
-    attempt: int
     user_id: UUID | None
+    reply_id: UUID | None = None
     provider: str
     model: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float
-    ttft_ms: int | None
-    duration_ms: int
-    status: str
+    #: US dollars, as the provider's price list says at the time of the call.
+    cost: float
+    #: The attempt at the reply (a job retried after a crash makes a second call), its outcome
+    #: (``done``, ``cancelled``, ``error``), time to first token and duration.
+    attempt: int = 1
+    status: str = "done"
+    ttft_ms: int | None = None
+    duration_ms: int | None = None
 
 
 Event = (

@@ -252,7 +252,7 @@ class Assistant:
             model=model,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
-            cost_usd=cost,
+            cost=cost,
             ttft_ms=None if ttft is None else round(ttft * 1000),
             duration_ms=round(duration * 1000),
             status=out.status.value,

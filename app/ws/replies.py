@@ -58,26 +58,28 @@ class ReplyResume:
 
 def reply_frame(entry: ReplyEntry) -> str:
     if isinstance(entry, ReplyDelta):
-        return frames.frame(
-            "stream",
-            conversation_id=str(entry.conversation_id),
-            reply_id=str(entry.reply_id),
-            attempt=entry.attempt,
-            index=entry.index,
-            delta=entry.delta,
+        return frames.encode(
+            frames.StreamDelta(
+                conversation_id=entry.conversation_id,
+                reply_id=entry.reply_id,
+                attempt=entry.attempt,
+                index=entry.index,
+                delta=entry.delta,
+            )
         )
-    fields: dict[str, Any] = {
-        "conversation_id": str(entry.conversation_id),
-        "reply_id": str(entry.reply_id),
-        "attempt": entry.attempt,
-        "cancelled": entry.cancelled,
-        "usage": {"input_tokens": entry.usage.input_tokens, "output_tokens": entry.usage.output_tokens},
-        "message_id": None if entry.message_id is None else str(entry.message_id),
-        "seq": entry.seq,
-    }
-    if entry.error is not None:
-        fields["error"] = {"code": entry.error.code, "message": entry.error.message}
-    return frames.frame("stream_end", **fields)
+    error = entry.error
+    return frames.encode(
+        frames.StreamEnd(
+            conversation_id=entry.conversation_id,
+            reply_id=entry.reply_id,
+            attempt=entry.attempt,
+            message_id=entry.message_id,
+            seq=entry.seq,
+            cancelled=entry.cancelled,
+            usage=frames.Usage(input_tokens=entry.usage.input_tokens, output_tokens=entry.usage.output_tokens),
+            error=None if error is None else frames.StreamError(code=error.code, message=error.message),
+        )
+    )
 
 
 class ReplyCursors:

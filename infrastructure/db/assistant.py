@@ -106,6 +106,6 @@ async def record_usage(
     await pool.execute(
         _RECORD,
         e.reply_id, e.attempt, e.conversation_id, e.user_id, e.provider, e.model, e.input_tokens, e.output_tokens,
-        e.cost_usd, e.ttft_ms, e.duration_ms, e.status, error, e.occurred_at,
+        e.cost, e.ttft_ms, e.duration_ms, e.status, error, e.occurred_at,
         events.type_name(e), events.shard_for(e.conversation_id, shard_count), events.encode(e),
     )  # fmt: skip
