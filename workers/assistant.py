@@ -114,8 +114,8 @@ class Assistant:
             await writer.end(writer.ending(message_id=existing.id, seq=existing.seq))
             return "already answered"
         info = await db.conversation_assistant(pool, trigger.conversation_id)
-        if info is None:
-            return "conversation gone"
+        if info is None or not info.assistant.enabled:
+            return "conversation gone or assistant off"
         if await replies.cancel_requested(redis, reply_id):
             await writer.end(writer.ending(cancelled=True))
             return "cancelled before it started"

@@ -120,7 +120,8 @@ class ReplyWriter:
 
     async def start(self) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(keys.reply_meta(self.reply_id), "state", "streaming")
+        fields = {"conversation_id": str(self.conversation_id), "state": "streaming"}
+        pipe.hset(keys.reply_meta(self.reply_id), mapping=fields)  # type: ignore[arg-type]
         pipe.expire(keys.reply_meta(self.reply_id), REPLY_TTL_SECONDS)
         await pipe.execute()
 
