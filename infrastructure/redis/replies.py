@@ -121,7 +121,7 @@ class ReplyWriter:
     async def start(self) -> None:
         pipe = self._redis.pipeline(transaction=False)
         fields = {"conversation_id": str(self.conversation_id), "state": "streaming"}
-        pipe.hset(keys.reply_meta(self.reply_id), mapping=fields)  # type: ignore[arg-type]
+        pipe.hset(keys.reply_meta(self.reply_id), mapping=fields)
         pipe.expire(keys.reply_meta(self.reply_id), REPLY_TTL_SECONDS)
         await pipe.execute()
 
