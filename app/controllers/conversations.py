@@ -55,7 +55,7 @@ async def _read(services: Services, conversation_id: UUID, user_id: UUID) -> Con
         created_at=conv.created_at,
         updated_at=conv.updated_at,
         role=conv.viewer_role,
-        participants=await views.participants_of(services.engine, conv.id),
+        participants=await views.participants_of(services.engine, conv.id, user_id),
     )
 
 
@@ -116,7 +116,7 @@ class ConversationController(Controller):
         self, conversation_id: FromPath[UUID], services: ServicesDep, user: UserDep
     ) -> ParticipantList:
         await require_member(services, conversation_id, user.id)
-        return ParticipantList(items=await views.participants_of(services.engine, conversation_id))
+        return ParticipantList(items=await views.participants_of(services.engine, conversation_id, user.id))
 
     @post("/{conversation_id:uuid}/participants", status_code=HTTP_201_CREATED, operation_id="AddParticipants")
     async def add_participants(
@@ -124,7 +124,7 @@ class ConversationController(Controller):
     ) -> ParticipantList:
         cmd = commands.AddParticipants(conversation_id=conversation_id, actor_id=user.id, user_ids=data.all_ids())
         await handlers.add_participants(cmd, services.uow(), services.clock, services.settings.limits)
-        return ParticipantList(items=await views.participants_of(services.engine, conversation_id))
+        return ParticipantList(items=await views.participants_of(services.engine, conversation_id, user.id))
 
     @delete(
         "/{conversation_id:uuid}/participants/{user_id:uuid}",
@@ -168,7 +168,7 @@ class ConversationController(Controller):
     ) -> views.Page[Message]:
         await require_member(services, conversation_id, user.id)
         return await views.message_page(
-            services.engine, conversation_id, after_seq=after_seq, before_seq=before_seq, limit=limit
+            services.engine, conversation_id, user.id, after_seq=after_seq, before_seq=before_seq, limit=limit
         )
 
     @put("/{conversation_id:uuid}/read", operation_id="MarkRead")

@@ -71,7 +71,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
         return
     conn = Connection(
-        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, after, limit)
+        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit)
     )
     others = await node.presence.connect(user_id, conn.id)
     if others >= services.settings.limits.sockets_per_user:
@@ -176,7 +176,7 @@ class Session:
                 await self._join(frame)
             case frames.Leave(conversation_id=cid):
                 self.node.hub.unsubscribe(self.conn, cid)
-                self.conn.offer(frames.frame("left", conversation_id=str(cid)))
+                self.conn.offer(frames.encode(frames.Left(conversation_id=cid)))
             case frames.Send():
                 await self._send(frame)
             case frames.Read(conversation_id=cid, seq=seq):
@@ -192,7 +192,7 @@ class Session:
             case frames.Cancel() | frames.Resume():
                 raise NotFound("no such reply: the assistant is not enabled on this server yet")
             case frames.Ping():
-                self.conn.offer(frames.frame("pong"))
+                self.conn.offer(frames.encode(frames.Pong()))
 
     async def _join(self, frame: frames.Join) -> None:
         cid = frame.conversation_id
@@ -208,7 +208,7 @@ class Session:
         hub.seen_seq[cid] = max(hub.seen_seq.get(cid, 0), last_seq)
         start = last_seq if frame.after_seq is None else min(frame.after_seq, last_seq)
         hub.subscribe(self.conn, cid, start)
-        self.conn.offer(frames.frame("joined", conversation_id=str(cid), last_seq=last_seq))
+        self.conn.offer(frames.encode(frames.Joined(conversation_id=cid, last_seq=last_seq)))
         if start < last_seq:
             self.conn.offer(CatchUp(cid))
 
@@ -222,13 +222,14 @@ class Session:
         )
         result = await handlers.post_message(cmd, self.services.uow(), self.services.clock, self.limits)
         self.conn.offer(
-            frames.frame(
-                "ack",
-                client_msg_id=frame.client_msg_id,
-                status="duplicate" if result.duplicate else "accepted",
-                id=str(result.message.id),
-                seq=result.message.seq,
-                conversation_id=str(frame.conversation_id),
+            frames.encode(
+                frames.Ack(
+                    client_msg_id=frame.client_msg_id,
+                    status="duplicate" if result.duplicate else "accepted",
+                    id=result.message.id,
+                    seq=result.message.seq,
+                    conversation_id=frame.conversation_id,
+                )
             )
         )
 

@@ -71,7 +71,7 @@ class Hub:
                     for conn in list(subscribers):
                         conn.offer(live)
             case events.ReadCursorMoved(conversation_id=cid, user_id=uid, seq=seq):
-                self.to_conversation(cid, frames.frame("read", conversation_id=str(cid), user_id=str(uid), seq=seq))
+                self.to_conversation(cid, frames.encode(frames.ReadReceipt(conversation_id=cid, user_id=uid, seq=seq)))
             case events.ParticipantRemoved(conversation_id=cid, user_id=uid):
                 self._evict(cid, {uid}, "removed from the conversation")
             case events.ConversationDeleted(conversation_id=cid, participant_ids=uids):
@@ -106,4 +106,4 @@ class Hub:
         for conn in list(self._by_conversation.get(conversation_id, ())):
             if conn.user_id in user_ids:
                 self.unsubscribe(conn, conversation_id)
-                conn.offer(frames.frame("left", conversation_id=str(conversation_id), reason=reason))
+                conn.offer(frames.encode(frames.Left(conversation_id=conversation_id, reason=reason)))

@@ -132,11 +132,18 @@ async def list_conversations(
     return Page(items=items, has_more=has_more, next_cursor=next_cursor)
 
 
-async def participants_of(engine: AsyncEngine, conversation_id: UUID) -> list[ParticipantView]:
+def _viewer_is_member(conversation_id: UUID, viewer_id: UUID) -> sa.ColumnElement[bool]:
+    """``EXISTS`` membership of the viewer: the condition every content query carries in its SQL."""
+    me = participants.alias("viewer")
+    return sa.exists().where(me.c.conversation_id == conversation_id, me.c.user_id == viewer_id)
+
+
+async def participants_of(engine: AsyncEngine, conversation_id: UUID, viewer_id: UUID) -> list[ParticipantView]:
+    """The members of a conversation, as ``viewer_id`` may see them: empty unless the viewer is one."""
     stmt = (
         sa.select(participants, users.c.name)
         .join(users, users.c.id == participants.c.user_id)
-        .where(participants.c.conversation_id == conversation_id)
+        .where(participants.c.conversation_id == conversation_id, _viewer_is_member(conversation_id, viewer_id))
         .order_by(participants.c.joined_at, participants.c.user_id)
     )
     async with engine.connect() as conn:
@@ -156,15 +163,16 @@ async def participants_of(engine: AsyncEngine, conversation_id: UUID) -> list[Pa
 async def message_page(
     engine: AsyncEngine,
     conversation_id: UUID,
+    viewer_id: UUID,
     *,
     after_seq: int | None,
     before_seq: int | None,
     limit: int,
 ) -> Page[Message]:
     """Messages ascending by seq. With only ``before_seq`` it returns the newest page before it
-    (scrolling back); otherwise the oldest page after ``after_seq`` (catching up). Membership is
-    checked by the caller (it owns the 403 vs 404 distinction)."""
-    cond = [messages.c.conversation_id == conversation_id]
+    (scrolling back); otherwise the oldest page after ``after_seq`` (catching up). Empty unless
+    ``viewer_id`` is a member now (the SQL says so; callers still check first to tell 403 from 404)."""
+    cond = [messages.c.conversation_id == conversation_id, _viewer_is_member(conversation_id, viewer_id)]
     if after_seq is not None:
         cond.append(messages.c.seq > after_seq)
     if before_seq is not None:
@@ -184,9 +192,12 @@ async def message_page(
     return Page(items=page, has_more=has_more, next_cursor=next_cursor)
 
 
-async def messages_after(engine: AsyncEngine, conversation_id: UUID, after_seq: int, limit: int) -> list[Message]:
-    """Replay for WS joins: the next ``limit`` messages after ``after_seq``."""
-    page = await message_page(engine, conversation_id, after_seq=after_seq, before_seq=None, limit=limit)
+async def messages_after(
+    engine: AsyncEngine, conversation_id: UUID, viewer_id: UUID, after_seq: int, limit: int
+) -> list[Message]:
+    """WS replay (join with after_seq, gap fill, resync): the next ``limit`` messages after ``after_seq``,
+    none once ``viewer_id`` is no longer a member (a removed member's socket catches up on nothing)."""
+    page = await message_page(engine, conversation_id, viewer_id, after_seq=after_seq, before_seq=None, limit=limit)
     return page.items
 
 

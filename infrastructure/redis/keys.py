@@ -26,6 +26,9 @@ PROJECTOR_GROUP = "projector"
 #: The assistant's consumer group: turns user messages into arq jobs.
 ASSISTANT_GROUP = "assistant"
 
+#: Entries a consumer group gave up on after too many deliveries (poison events), with their origin.
+DEAD_LETTER_STREAM = f"{PREFIX}:dead-letter"
+
 #: Ephemeral signals (typing, presence, read) skip the outbox: a small capped stream, no consumer groups.
 SIGNALS_STREAM = f"{PREFIX}:signals"
 
