@@ -1,7 +1,7 @@
 """The assistant: per-conversation provider and temperature, one answer per reply, usage of every call.
 
 Revision ID: 0009
-Revises: 0001
+Revises: 0008
 Create Date: 2026-12-01 15:30:00+00:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
-down_revision = "0001"
+down_revision = "0008"  # the lead re-chains at merge; 0001 in the brief, 0008 once issue-8 is merged
 branch_labels = None
 depends_on = None
 
