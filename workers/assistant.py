@@ -44,7 +44,7 @@ from infrastructure.llm.base import Finished, LLMError, LLMProvider, LLMRequest,
 from infrastructure.llm.registry import Choice, Providers, choose
 from infrastructure.redis import replies
 from infrastructure.redis.replies import ReplyError, ReplyWriter
-from workers.assistant_context import Recall, build_request, no_recall
+from workers.assistant_context import Recall, build_request, conversation_recall, no_recall
 
 log = logging.getLogger("parley.assistant")
 
@@ -292,8 +292,9 @@ async def generate_reply(
     return await assistant.answer(trigger, attempt=int(ctx.get("job_try", 1)))
 
 
-async def setup(ctx: dict[str, Any], services: Services, recall: Recall = no_recall) -> None:
-    ctx["assistant"] = Assistant(services, Providers(services.settings.llm), recall)
+async def setup(ctx: dict[str, Any], services: Services, recall: Recall | None = None) -> None:
+    """Build the assistant for a worker process; recall defaults to the search's retrieval function."""
+    ctx["assistant"] = Assistant(services, Providers(services.settings.llm), recall or conversation_recall(services))
 
 
 async def teardown(ctx: dict[str, Any]) -> None:

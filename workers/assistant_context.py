@@ -6,6 +6,7 @@ scoped to the trigger's conversation in its SQL.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import Protocol
 from uuid import UUID
@@ -13,9 +14,13 @@ from uuid import UUID
 import asyncpg
 
 from domain.assistant import ContextMessage, recent_within_budget, system_prompt, to_turns
-from infrastructure.db.assistant import recent_messages
+from domain.values import Message, MessageRole
+from infrastructure.bootstrap import Services
+from infrastructure.db.assistant import recent_messages, user_names
+from infrastructure.embeddings.provider import EmbeddingsUnavailable
 from infrastructure.llm.base import LLMRequest
 from infrastructure.llm.registry import Choice
+from infrastructure.search.retrieval import similar_messages
 from infrastructure.settings import LLMSettings
 
 
@@ -27,8 +32,44 @@ class Recall(Protocol):
     ) -> Awaitable[list[ContextMessage]]: ...
 
 
+log = logging.getLogger("parley.assistant")
+
+
 async def no_recall(conversation_id: UUID, text: str, *, k: int, before_seq: int) -> list[ContextMessage]:
     return []
+
+
+def conversation_recall(services: Services) -> Recall:
+    """Recall through the search's retrieval function (one conversation, by meaning). Without a working
+    embedding provider the assistant answers without recall rather than not at all."""
+    async def recall(conversation_id: UUID, text: str, *, k: int, before_seq: int) -> list[ContextMessage]:
+        try:
+            found = await similar_messages(
+                services.pg, services.embeddings, conversation_id=conversation_id, query_text=text, k=k,
+                before_seq=before_seq,
+            )  # fmt: skip
+        except EmbeddingsUnavailable as exc:
+            log.warning("answering without recall: %s", exc.message)
+            return []
+        names = await user_names(services.pg, [r.sender_id for r in found if r.sender_id is not None])
+        return [
+            ContextMessage(
+                message=Message(
+                    id=r.message_id,
+                    conversation_id=conversation_id,
+                    seq=r.seq,
+                    sender_id=r.sender_id,
+                    role=MessageRole(r.role),
+                    text=r.text,
+                    client_msg_id=None,
+                    created_at=r.created_at,
+                ),
+                author=None if r.sender_id is None else names.get(r.sender_id),
+            )
+            for r in found
+        ]
+
+    return recall
 
 
 async def build_request(

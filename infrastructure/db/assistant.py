@@ -75,6 +75,13 @@ async def recent_messages(
     return [ContextMessage(message=message_from_row(r), author=r["author"]) for r in rows]
 
 
+async def user_names(pool: asyncpg.Pool, user_ids: list[UUID]) -> dict[UUID, str]:
+    if not user_ids:
+        return {}
+    rows = await pool.fetch("SELECT id, name FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    return {r["id"]: r["name"] for r in rows}
+
+
 async def tokens_spent_since(pool: asyncpg.Pool, user_id: UUID, since: datetime) -> int:
     spent = await pool.fetchval(
         """SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM assistant_usage
