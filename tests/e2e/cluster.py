@@ -1,4 +1,5 @@
-"""Real processes for end-to-end tests: `parley api` nodes and `parley relay`, which tests may kill -9."""
+"""Real processes for end-to-end tests: `parley api` nodes, `parley relay` and (when asked for) `parley worker`,
+which tests may kill -9."""
 
 from __future__ import annotations
 
@@ -71,15 +72,25 @@ class Process:
 
 @dataclass
 class Cluster:
-    """Two API nodes and one relay over one PostgreSQL and one Redis."""
+    """Two API nodes and one relay over one PostgreSQL and one Redis (and a worker with ``with_worker``)."""
 
     env: dict[str, str]
     log_dir: Path
     nodes: list[Process] = field(default_factory=list)
     relay: Process | None = None
+    worker: Process | None = None
 
     @classmethod
-    def build(cls, *, database_url: str, redis_url: str, log_dir: Path, jwt_secret: str, **extra: str) -> Cluster:
+    def build(
+        cls,
+        *,
+        database_url: str,
+        redis_url: str,
+        log_dir: Path,
+        jwt_secret: str,
+        with_worker: bool = False,
+        **extra: str,
+    ) -> Cluster:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -97,15 +108,19 @@ class Cluster:
                 Process(f"api{i}", ["api", "--port", str(port)], node_env, log_dir / f"api{i}.log", port=port)
             )
         cluster.relay = Process("relay", ["relay"], env, log_dir / "relay.log")
+        if with_worker:
+            cluster.worker = Process("worker", ["worker"], env, log_dir / "worker.log")
         return cluster
 
     def start(self) -> None:
         assert self.relay is not None
         self.relay.start()
+        if self.worker is not None:
+            self.worker.start()
         for node in self.nodes:
             node.start()
 
     def stop(self) -> None:
-        for proc in [*self.nodes, self.relay]:
+        for proc in [*self.nodes, self.relay, self.worker]:
             if proc is not None:
                 proc.stop()
