@@ -170,7 +170,7 @@ async def test_cancel_from_the_other_node_ends_the_reply_for_everyone_and_closes
     cancelled_at = time.monotonic()
     ends = [await reply_frames(c) for c in (asker, canceller)]
 
-    for deltas, end in ends:
+    for _deltas, end in ends:
         assert end["cancelled"] is True and end["reply_id"] == first[0]["reply_id"]
     await asyncio.sleep(0.5)
     assert all(f["type"] not in {"stream", "stream_end"} for c in (asker, canceller) for f in drain(c))
