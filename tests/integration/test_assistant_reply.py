@@ -157,7 +157,7 @@ async def test_cancel_mid_stream_ends_the_reply_closes_the_provider_call_and_kee
     reply_id = reply_id_for(trigger.message_id)
     job = asyncio.create_task(assistant.answer(trigger, attempt=1))
     async with asyncio.timeout(5):
-        while len(await replies.history(worker_services.redis, reply_id)) < 5:
+        while len(await replies.history(worker_services.redis, reply_id)) < 5:  # noqa: ASYNC110 - polls Redis
             await asyncio.sleep(0.01)
 
     response = await client.post(f"/api/conversations/{cid}/replies/{reply_id}/cancel", headers=user.headers)
