@@ -17,7 +17,6 @@ log = logging.getLogger("parley.cli")
 #: Roles that a later issue builds. They refuse to run rather than pretend.
 NOT_BUILT: dict[str, str] = {
     "projector": "the read-model projector (flow 4) is not built yet",
-    "worker": "the arq worker (assistant replies and embeddings, flow 5) is not built yet",
     "projections": "projection rebuilds come with the read-model projector, which is not built yet",
 }
 
@@ -63,6 +62,19 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     asyncio.run(relay_main(_settings()))
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import main as worker_main
+
+    asyncio.run(worker_main(_settings()))
+    return 0
+
+
+def cmd_embeddings_backfill(args: argparse.Namespace) -> int:
+    from workers.backfill import main as backfill_main
+
+    return asyncio.run(backfill_main(_settings(), batch_size=args.batch_size, progress=args.progress))
 
 
 def cmd_streams(args: argparse.Namespace) -> int:
@@ -139,7 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument("--json", action="store_true", help="machine-readable output")
     streams.set_defaults(run=cmd_streams)
 
-    for name in ("projector", "worker"):
+    sub.add_parser(
+        "worker", help="consume events as group `assistant`, run arq jobs: embeddings (flow 5)"
+    ).set_defaults(run=cmd_worker)
+    embeddings = sub.add_parser("embeddings", help="message embeddings")
+    embeddings_sub = embeddings.add_subparsers(dest="embeddings_command", required=True)
+    backfill = embeddings_sub.add_parser(
+        "backfill", help="embed every message that has no vector yet (safe to rerun, or beside the worker)"
+    )
+    backfill.add_argument("--batch-size", type=int, default=64, help="messages per model call")
+    backfill.add_argument(
+        "--progress", choices=["auto", "bar", "log"], default="auto", help="progress bar (TTY) or log lines"
+    )
+    backfill.set_defaults(run=cmd_embeddings_backfill)
+    for name in ("projector",):
         sub.add_parser(name, help=f"(not built yet) {NOT_BUILT[name]}").set_defaults(run=_not_built(name))
     projections = sub.add_parser("projections", help="(not built yet) rebuild read models")
     projections.add_argument("action", choices=["rebuild"])

@@ -64,11 +64,6 @@ def reply_id_for(trigger_message_id: UUID) -> UUID:
     return uuid.uuid5(REPLY_NAMESPACE, str(trigger_message_id))
 
 
-def job_id_for(trigger_message_id: UUID) -> str:
-    """arq refuses a second job with an id it knows: one job per trigger, however often it is enqueued."""
-    return f"assistant-reply:{trigger_message_id}"
-
-
 def answer_client_msg_id(reply_id: UUID) -> str:
     """The assistant message's client id: writing the answer twice finds the first one instead."""
     return f"reply:{reply_id}"

@@ -42,6 +42,7 @@ async def no_recall(conversation_id: UUID, text: str, *, k: int, before_seq: int
 def conversation_recall(services: Services) -> Recall:
     """Recall through the search's retrieval function (one conversation, by meaning). Without a working
     embedding provider the assistant answers without recall rather than not at all."""
+
     async def recall(conversation_id: UUID, text: str, *, k: int, before_seq: int) -> list[ContextMessage]:
         try:
             found = await similar_messages(

@@ -17,10 +17,10 @@ from arq.connections import ArqRedis
 from arq.worker import func
 
 from domain import events
-from domain.assistant import job_id_for, reply_id_for, wants_reply
+from domain.assistant import reply_id_for, wants_reply
 from infrastructure.bootstrap import Services
 from infrastructure.db import assistant as db
-from infrastructure.redis import replies
+from infrastructure.redis import keys, replies
 from infrastructure.settings import LLMSettings
 from workers.assistant import generate_reply
 
@@ -58,7 +58,7 @@ async def on_message_posted(event: events.MessagePosted, services: Services, que
         str(message.conversation_id),
         message.seq,
         None if message.sender_id is None else str(message.sender_id),
-        _job_id=job_id_for(message.id),
+        _job_id=keys.reply_job_id(message.id),
     )
     if job is None:
         log.debug("reply %s already queued or done", reply_id)

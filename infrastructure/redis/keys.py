@@ -85,3 +85,19 @@ def reply_cancel(reply_id: UUID) -> str:
 #: Every reply entry of every conversation, read by every WS node without a group (a broadcast, like
 #: signals): nodes forward deltas as they come and use ``reply_stream`` only to replay.
 REPLIES_LIVE = f"{PREFIX}:replies"
+
+
+#: arq's job queue for `parley worker` (embeddings, assistant replies).
+ARQ_QUEUE = f"{PREFIX}:arq:queue"
+
+
+def embed_job_id(message_id: UUID) -> str:
+    """arq job id of a message's embedding. One per message: arq will not queue a job whose id is
+    queued, running or has a kept result, so a re-delivered event does not embed twice."""
+    return f"embed:{message_id}"
+
+
+def reply_job_id(trigger_message_id: UUID) -> str:
+    """arq job id of the assistant's answer to a message: one job per trigger, however often the
+    trigger's event is delivered (arq refuses an id it holds queued, running or with a kept result)."""
+    return f"reply:{trigger_message_id}"

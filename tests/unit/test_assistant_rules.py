@@ -12,7 +12,6 @@ from domain.assistant import (
     Usage,
     answer_client_msg_id,
     cost_of,
-    job_id_for,
     parse_prices,
     recent_within_budget,
     reply_id_for,
@@ -46,10 +45,9 @@ def test_a_disabled_assistant_and_its_own_messages_never_trigger() -> None:
     assert not wants_reply(MessageFactory.build(text="@assistant", role=MessageRole.ASSISTANT), ON, 1)
 
 
-def test_the_reply_and_job_ids_are_the_same_for_the_same_trigger() -> None:
+def test_the_reply_id_is_the_same_for_the_same_trigger() -> None:
     trigger = uuid.uuid4()
     assert reply_id_for(trigger) == reply_id_for(trigger) != reply_id_for(uuid.uuid4())
-    assert job_id_for(trigger) == job_id_for(trigger)
     assert answer_client_msg_id(reply_id_for(trigger)) == f"reply:{reply_id_for(trigger)}"
 
 

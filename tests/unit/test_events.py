@@ -41,7 +41,7 @@ EVENTS: list[events.Event] = [
         input_tokens=12,
         output_tokens=34,
         cost=0.0012,
-    ),  # fmt: skip
+    ),
 ]
 
 
