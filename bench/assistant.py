@@ -143,7 +143,7 @@ async def run_parley(args: argparse.Namespace, env: dict[str, str], tmp: Path, f
             server.start()
         await servers[-1].wait_ready("/health/ready")
         users = await setup_users(f"http://127.0.0.1:{port}", args.answers)
-        await asyncio.sleep(2)  # the worker's consumer group is set up
+        await worker_ready(env["REDIS_URL"])
         fake.reset()
         go, warmed = asyncio.Event(), asyncio.Queue[str]()
         tags = [f"b{i}x{uuid.uuid4().hex[:6]}" for i in range(args.answers)]
@@ -246,6 +246,29 @@ def main(argv: list[str] | None = None) -> int:
                 pg.stop()
     report(args, parley, baseline)
     return 0
+
+
+async def worker_ready(redis_url: str) -> None:
+    """The worker loads its embedding model, then creates its consumer group: wait for the group."""
+    import redis.asyncio as aioredis
+
+    from infrastructure.redis import keys, streams
+    from infrastructure.settings import RedisSettings
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(120):
+            for stream in streams.all_streams(RedisSettings().shard_count):
+                while True:
+                    try:
+                        groups = await client.xinfo_groups(stream)
+                    except aioredis.ResponseError:
+                        groups = []
+                    if any(g["name"] == keys.ASSISTANT_GROUP.encode() for g in groups):
+                        break
+                    await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()
 
 
 def bench_env(database_url: str, redis_url: str, anthropic_url: str) -> dict[str, str]:
