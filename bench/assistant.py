@@ -82,9 +82,9 @@ async def setup_users(base_url: str, n: int) -> list[tuple[str, str]]:
 
 async def one_client(
     ws_url: str, token: str, cid: str, tag: str, warmed: asyncio.Queue[str], go: asyncio.Event
-) -> list[float]:
+) -> tuple[str, list[float]]:
     """Join, get one warm-up answer, wait for the start, send, then timestamp every ``stream`` frame
-    until ``stream_end``."""
+    until ``stream_end``: (reply id, arrival times by index)."""
     async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
         await ws.send(f'{{"type":"join","conversation_id":"{cid}"}}')
         while '"joined"' not in str(await ws.recv()):
@@ -95,17 +95,19 @@ async def one_client(
         return await ask(ws, cid, tag)
 
 
-async def ask(ws: Any, cid: str, tag: str) -> list[float]:
+async def ask(ws: Any, cid: str, tag: str) -> tuple[str, list[float]]:
     received: dict[int, float] = {}
+    reply_id = ""
     await ws.send(f'{{"type":"send","conversation_id":"{cid}","client_msg_id":"{tag}","text":"{tag} go"}}')
     async with asyncio.timeout(120):
         while True:
             raw = await ws.recv()
             now = time.monotonic()
             if raw.startswith('{"type":"stream",'):
-                received[msgspec_decode(raw)["index"]] = now
+                frame = msgspec_decode(raw)
+                received[frame["index"]], reply_id = now, frame["reply_id"]
             elif raw.startswith('{"type":"stream_end"'):
-                return [received[i] for i in sorted(received)]
+                return reply_id, [received[i] for i in sorted(received)]
 
 
 def msgspec_decode(raw: str | bytes) -> dict[str, Any]:
@@ -154,15 +156,44 @@ async def run_parley(args: argparse.Namespace, env: dict[str, str], tmp: Path, f
         async with asyncio.timeout(120):  # every warm-up answer is in
             for _ in tags:
                 await warmed.get()
-        await asyncio.sleep(1)
+        await embeddings_settled(env["DATABASE_URL"])
         fake.reset()
+        profilers = start_profilers(args, servers, tmp)
         go.set()
         received = await asyncio.gather(*tasks)
+        for profiler in profilers:
+            profiler.wait(60)
         sent = sent_by_tag(list(fake.requests))
-        return collect([(sent[tag], got) for tag, got in zip(tags, received, strict=True)])
+        result = collect([(sent[tag], got) for tag, (_, got) in zip(tags, received, strict=True)])
+        result["hops"] = await redis_hops(env["REDIS_URL"], [(sent[t], r) for t, r in zip(tags, received, strict=True)])
+        return result
     finally:
         for server in reversed(servers):
             server.stop()
+
+
+async def redis_hops(redis_url: str, answers: list[tuple[list[float], tuple[str, list[float]]]]) -> dict[str, Any]:
+    """Split the per-delta latency at Redis, by the reply stream's entry ids (Redis's clock, in ms):
+    provider -> entry written (the worker's hop) and entry -> client (the API node's hop)."""
+    import redis.asyncio as aioredis
+
+    from infrastructure.redis import keys, replies
+
+    offset = time.time() - time.monotonic()
+    worker, node = [], []
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for sent, (reply_id, received) in answers:
+            entries = await client.xrange(keys.reply_stream(uuid.UUID(reply_id)))
+            for entry_id, fields in entries:
+                entry = replies.decode_entry(fields[b"r"])
+                if isinstance(entry, replies.ReplyDelta) and entry.index < min(len(sent), len(received)):
+                    written = int(entry_id.split(b"-")[0])
+                    worker.append(written - (sent[entry.index] + offset) * 1000)
+                    node.append((received[entry.index] + offset) * 1000 - written)
+    finally:
+        await client.aclose()
+    return {"worker": percentiles(worker), "node": percentiles(node)}
 
 
 # -- baseline ----------------------------------------------------------------------------------------
@@ -211,6 +242,10 @@ def report(args: argparse.Namespace, parley: dict[str, Any], baseline: dict[str,
     for key, label in (("first", "provider first token -> client"), ("delta", "per delta")):
         p, b = parley[key], baseline[key]
         print(f"{label:<28}{p[0]:>12.2f}{p[1]:>9.2f}{b[0]:>15.2f}{b[1]:>9.2f}{p[0] - b[0]:>12.2f}{p[1] - b[1]:>9.2f}")
+    hops = parley["hops"]
+    print("per delta, split at Redis (by reply-stream entry ids, 1 ms resolution):")
+    print(f"  provider -> reply stream (worker)   p50 {hops['worker'][0]:7.1f}  p99 {hops['worker'][1]:7.1f}")
+    print(f"  reply stream -> client (API node)   p50 {hops['node'][0]:7.1f}  p99 {hops['node'][1]:7.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", type=int, default=50, help="concurrent answers")
     parser.add_argument("--chunks", type=int, default=40, help="deltas per answer")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between a provider's deltas")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the worker and API node into DIR (raw stacks)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="parley-bench-assistant-") as name:
         tmp = Path(name)
@@ -246,6 +282,38 @@ def main(argv: list[str] | None = None) -> int:
                 pg.stop()
     report(args, parley, baseline)
     return 0
+
+
+async def embeddings_settled(database_url: str) -> None:
+    """The worker embeds every message (and answer) in the background: let the warm-up's finish first,
+    so that the measured answers only compete with their own messages' embeddings."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with asyncio.timeout(120):
+            while await conn.fetchval("SELECT count(*) FROM messages WHERE embedding IS NULL"):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+def start_profilers(args: argparse.Namespace, servers: list[Server], tmp: Path) -> list[Any]:
+    """``--profile DIR``: py-spy samples the worker and the API node while the measured answers run."""
+    import subprocess
+
+    if not args.profile:
+        return []
+    Path(args.profile).mkdir(parents=True, exist_ok=True)
+    seconds = str(int(args.chunks * args.delay + 3))
+    procs = []
+    for server in servers:
+        if server.name in {"worker", "api"} and server.popen is not None:
+            out = str(Path(args.profile) / f"{server.name}.txt")
+            command = ["py-spy", "record", "--format", "raw", "--duration", seconds, "--rate", "200"]
+            command += ["--pid", str(server.popen.pid), "--output", out]
+            procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
 
 
 async def worker_ready(redis_url: str) -> None:

@@ -14,12 +14,9 @@ with its event for the read side) and Prometheus metrics.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -29,7 +26,6 @@ from prometheus_client import Counter, Histogram
 
 from domain import commands, events, handlers
 from domain.assistant import (
-    ReplyStatus,
     Usage,
     answer_client_msg_id,
     cost_of,
@@ -40,16 +36,14 @@ from domain.errors import DomainError
 from domain.values import Message, MessageRole
 from infrastructure.bootstrap import Services
 from infrastructure.db import assistant as db
-from infrastructure.llm.base import Finished, LLMError, LLMProvider, LLMRequest, TextDelta
+from infrastructure.llm.base import LLMError, LLMRequest
 from infrastructure.llm.registry import Choice, Providers, choose
 from infrastructure.redis import replies
 from infrastructure.redis.replies import ReplyError, ReplyWriter
 from workers.assistant_context import Recall, build_request, conversation_recall, no_recall
+from workers.assistant_stream import Outcome, ReplyPump
 
 log = logging.getLogger("parley.assistant")
-
-#: How often a reply checks for a cancel while the provider sends nothing (deltas check on their own).
-CANCEL_POLL_SECONDS = 0.2
 
 REPLIES = Counter(
     "parley_assistant_replies_total", "Assistant provider calls by outcome", ["provider", "model", "status"]
@@ -75,25 +69,6 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: UUID
     seq: int
     user_id: UUID | None
-
-
-@dataclass
-class Outcome:
-    parts: list[str] = field(default_factory=list)
-    finished: Finished | None = None
-    cancelled: bool = False
-    error: LLMError | None = None
-    first_token_at: float | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def status(self) -> ReplyStatus:
-        if self.cancelled:
-            return ReplyStatus.CANCELLED
-        return ReplyStatus.ERROR if self.error is not None or self.finished is None else ReplyStatus.DONE
 
 
 class Assistant:
@@ -143,7 +118,7 @@ class Assistant:
         except LLMError as exc:
             outcome.error = exc
         else:
-            await self._stream(provider, request, writer, outcome)
+            outcome = await ReplyPump(provider.stream(request), writer).run()
         message = await self._persist(trigger, writer.reply_id, outcome)
         usage = _usage(outcome, request)
         error = None if outcome.error is None else ReplyError(code=outcome.error.code, message=outcome.error.message)
@@ -158,46 +133,6 @@ class Assistant:
         )
         await self._record(trigger, writer, choice, outcome, usage, started)
         return outcome.status.value
-
-    async def _stream(self, provider: LLMProvider, request: LLMRequest, writer: ReplyWriter, out: Outcome) -> None:
-        items = provider.stream(request)
-        consumer = asyncio.create_task(self._consume(items, writer, out))
-        watcher = asyncio.create_task(self._watch_cancel(writer.reply_id, consumer, out))
-        try:
-            await asyncio.wait({consumer})
-            if not consumer.cancelled() and (exc := consumer.exception()) is not None:
-                if not isinstance(exc, LLMError):
-                    raise exc
-                out.error = exc
-        finally:
-            watcher.cancel()
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await items.aclose()  # closes the provider's connection if it is still open
-
-    @staticmethod
-    async def _consume(items: Any, writer: ReplyWriter, out: Outcome) -> None:
-        async for item in items:
-            if isinstance(item, TextDelta):
-                if not item.text:
-                    continue
-                if out.first_token_at is None:
-                    out.first_token_at = time.monotonic()
-                out.parts.append(item.text)
-                if await writer.delta(item.text):
-                    out.cancelled = True
-                    return
-            else:
-                out.finished = item
-
-    async def _watch_cancel(self, reply_id: UUID, consumer: asyncio.Task[None], out: Outcome) -> None:
-        while not consumer.done():
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
-            if await replies.cancel_requested(self.services.redis, reply_id):
-                out.cancelled = True
-                consumer.cancel()
-                return
 
     async def _persist(self, trigger: Trigger, reply_id: UUID, out: Outcome) -> Message | None:
         """The answer, through the write path (seq, history, read side, search). A cancelled answer keeps

@@ -112,36 +112,44 @@ class ReplyWriter:
     """The worker's side of one attempt at one reply."""
 
     def __init__(self, redis: Redis, reply_id: UUID, conversation_id: UUID, attempt: int) -> None:
-        self._redis = redis
+        self.redis = redis
         self.reply_id = reply_id
         self.conversation_id = conversation_id
         self.attempt = attempt
-        self.deltas = 0
+        self.deltas_written = 0
 
     async def start(self) -> None:
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         fields = {"conversation_id": str(self.conversation_id), "state": "streaming"}
         pipe.hset(keys.reply_meta(self.reply_id), mapping=fields)
         pipe.expire(keys.reply_meta(self.reply_id), REPLY_TTL_SECONDS)
         await pipe.execute()
 
-    async def delta(self, text: str) -> bool:
-        """Append the next delta; True when a cancel was requested (the caller stops)."""
-        entry = ReplyDelta(
-            reply_id=self.reply_id,
-            conversation_id=self.conversation_id,
-            attempt=self.attempt,
-            index=self.deltas,
-            delta=text,
-        )
-        self.deltas += 1
-        pipe = self._append(entry, expire=self.deltas == 1)
+    async def deltas(self, texts: list[str]) -> bool:
+        """Append the next deltas (one round trip, whatever their number); True when a cancel was
+        requested (the caller stops)."""
+        pipe = self.redis.pipeline(transaction=False)
+        first = self.deltas_written == 0
+        for text in texts:
+            entry = ReplyDelta(
+                reply_id=self.reply_id,
+                conversation_id=self.conversation_id,
+                attempt=self.attempt,
+                index=self.deltas_written,
+                delta=text,
+            )
+            self.deltas_written += 1
+            self._append(pipe, entry)
+        if first:
+            pipe.expire(keys.reply_stream(self.reply_id), REPLY_TTL_SECONDS)
         pipe.exists(keys.reply_cancel(self.reply_id))
         results = await pipe.execute()
         return bool(results[-1])
 
     async def end(self, end: ReplyEnd) -> None:
-        pipe = self._append(end, expire=True)
+        pipe = self.redis.pipeline(transaction=False)
+        self._append(pipe, end)
+        pipe.expire(keys.reply_stream(self.reply_id), REPLY_TTL_SECONDS)
         pipe.hset(keys.reply_meta(self.reply_id), "state", "ended")
         pipe.expire(keys.reply_meta(self.reply_id), REPLY_TTL_SECONDS)
         await pipe.execute()
@@ -151,16 +159,11 @@ class ReplyWriter:
             reply_id=self.reply_id,
             conversation_id=self.conversation_id,
             attempt=self.attempt,
-            deltas=self.deltas,
+            deltas=self.deltas_written,
             **fields,
         )
 
-    def _append(self, entry: ReplyEntry, *, expire: bool) -> Any:
+    def _append(self, pipe: Any, entry: ReplyEntry) -> None:
         data = {"r": _encoder.encode(entry)}
-        stream = keys.reply_stream(self.reply_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(stream, data, maxlen=REPLY_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.xadd(keys.REPLIES_LIVE, data, maxlen=LIVE_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        if expire:
-            pipe.expire(stream, REPLY_TTL_SECONDS)
-        return pipe
+        pipe.xadd(keys.reply_stream(self.reply_id), data, maxlen=REPLY_MAXLEN, approximate=True)
+        pipe.xadd(keys.REPLIES_LIVE, data, maxlen=LIVE_MAXLEN, approximate=True)
