@@ -236,7 +236,10 @@ def collect(pairs: list[tuple[list[float], list[float]]]) -> dict[str, Any]:
 
 
 def report(args: argparse.Namespace, parley: dict[str, Any], baseline: dict[str, Any]) -> None:
-    print(f"\n{args.answers} concurrent answers, {args.chunks} deltas each, {args.delay * 1000:.0f} ms apart")
+    print(
+        f"\n{args.answers} concurrent answers, {args.chunks} deltas each, {args.delay * 1000:.0f} ms apart; "
+        f"embeddings {args.embeddings}"
+    )
     print(f"complete answers: parley {parley['complete']}/{parley['answers']}, baseline {baseline['complete']}")
     print(f"{'ms':<28}{'parley p50':>12}{'p99':>9}{'baseline p50':>15}{'p99':>9}{'added p50':>12}{'p99':>9}")
     for key, label in (("first", "provider first token -> client"), ("delta", "per delta")):
@@ -253,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", type=int, default=50, help="concurrent answers")
     parser.add_argument("--chunks", type=int, default=40, help="deltas per answer")
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between a provider's deltas")
+    parser.add_argument(
+        "--embeddings",
+        choices=["remote", "local"],
+        default="remote",
+        help="remote: the worker gets vectors over HTTP from the bench's server (the streaming path alone); "
+        "local: the worker runs the embedding model itself, competing with the streaming for CPU",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the worker and API node into DIR (raw stacks)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="parley-bench-assistant-") as name:
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             pg = start_postgres(tmp / "pg")
             pg.create_database("bench")
             upgrade_head(pg.url("bench"))
-            env = bench_env(pg.url("bench"), redis.url, fake.base_url)
+            env = bench_env(pg.url("bench"), redis.url, fake.base_url, args.embeddings)
             parley = run_loop(run_parley(args, env, tmp, fake))
             baseline = run_loop(run_baseline(args, fake))
         finally:
@@ -339,11 +349,13 @@ async def worker_ready(redis_url: str) -> None:
         await client.aclose()
 
 
-def bench_env(database_url: str, redis_url: str, anthropic_url: str) -> dict[str, str]:
+def bench_env(database_url: str, redis_url: str, anthropic_url: str, embeddings: str) -> dict[str, str]:
     import os
     import secrets
 
+    remote = {"EMBEDDINGS_PROVIDER": "openai", "EMBEDDINGS_BASE_URL": anthropic_url + "/v1"}
     return {
+        **(remote if embeddings == "remote" else {}),
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,

@@ -14,6 +14,8 @@ them ``responder(body)`` decides, by default a fixed answer. Behaviours:
 - ``Hang``: reads the request and never answers;
 - ``Answer(error_after=n)``: an ``error`` event after n deltas; ``Answer(disconnect_after=n)``: the
   socket is cut after n deltas, without the end of the chunked body.
+
+It also answers OpenAI-compatible ``/chat/completions`` (the same behaviours) and ``/embeddings``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ class FakeAnthropic:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
         body = json.loads(await reader.readexactly(int(headers.get("content-length", "0"))) or b"{}")
+        if path.endswith("/embeddings"):
+            await _embeddings(body, writer)
+            return True
         behaviour = self._next(body)
         received = Received(body=body, received_at=time.monotonic(), behaviour=behaviour)
         with self._lock:
@@ -272,6 +277,21 @@ class FakeAnthropic:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+
+async def _embeddings(body: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    """An OpenAI-compatible ``/embeddings`` answer (384 dimensions, derived from each text's hash), for
+    runs that keep the embedding model off the machine under test (bench/assistant.py)."""
+    data = []
+    for i, text in enumerate(body.get("input", [])):
+        seed = hash(text)
+        data.append({"index": i, "embedding": [((seed >> (j % 48)) & 0xFF) / 255 + 0.01 for j in range(384)]})
+    payload = json.dumps({"data": data}).encode()
+    writer.write(
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
 
 
 def _message_start(message_id: str, answer: Answer) -> dict[str, Any]:
