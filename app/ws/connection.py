@@ -29,6 +29,7 @@ from litestar import WebSocket
 from prometheus_client import Counter
 
 from app.ws import frames, metrics
+from app.ws.replies import FetchReply, ReplyCursors, ReplyLive, ReplyResume
 from domain.values import Message
 from infrastructure.auth.jwt_codec import AccessClaims
 
@@ -76,7 +77,11 @@ class Close:
     reason: str
 
 
-Item = Live | CatchUp | Close | str
+Item = Live | CatchUp | Close | ReplyLive | ReplyResume | str
+
+
+async def _no_reply(reply_id: UUID) -> list[Any]:
+    return []
 
 
 def _size(item: Item) -> int:
@@ -95,6 +100,7 @@ class Connection:
         socket: WebSocket[Any, Any, Any],
         session: AccessClaims,
         fetch_after: FetchAfter,
+        fetch_reply: FetchReply = _no_reply,
         *,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         write_timeout: float = WRITE_TIMEOUT,
@@ -105,6 +111,8 @@ class Connection:
         self.session = session
         self.user_id = session.user_id
         self.cursors: dict[UUID, int] = {}
+        #: Assistant replies this socket follows (app/ws/replies.py has the rule).
+        self.replies = ReplyCursors(fetch_reply)
         self._fetch_after = fetch_after
         self._queue: asyncio.Queue[Item] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._queued_bytes = 0
@@ -169,6 +177,8 @@ class Connection:
                     await self._send(item)
                 elif isinstance(item, Live):
                     await self._deliver(item)
+                elif isinstance(item, ReplyLive | ReplyResume):
+                    await self.replies.handle(item, self._send)
                 else:
                     await self._catch_up(item.conversation_id, upto=None)
         except asyncio.CancelledError:

@@ -20,18 +20,21 @@ from urllib.parse import urlsplit
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from app.controllers.replies import reply_of
 from app.deps import bearer_token
 from app.errors import is_unavailable
 from app.ws import frames, metrics
 from app.ws.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
 from app.ws.node import Node
+from app.ws.replies import ReplyResume
 from domain import commands, handlers
 from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
 from infrastructure.auth.jwt_codec import AccessClaims
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
 from infrastructure.read_cursor import apply_read_cursor
+from infrastructure.redis import replies
 from infrastructure.redis.rate_limit import DEGRADED
 
 log = logging.getLogger("parley.ws.gateway")
@@ -90,6 +93,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         socket,
         session,
         lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit),
+        lambda reply_id: replies.history(services.redis, reply_id),
         max_queued_bytes=limits.ws_max_queued_bytes,
         write_timeout=limits.ws_write_timeout_seconds,
     )
@@ -232,8 +236,13 @@ class Session:
                     self.services.redis,
                     Signal(kind="typing", user_id=str(self.conn.user_id), conversation_ids=[str(cid)], active=active),
                 )
-            case frames.Cancel() | frames.Resume():
-                raise NotFound("no such reply: the assistant is not enabled on this server yet")
+            case frames.Cancel(reply_id=reply_id):
+                await reply_of(self.services, reply_id, self.conn.user_id)
+                await replies.request_cancel(self.services.redis, reply_id)
+            case frames.Resume(reply_id=reply_id, from_index=from_index):
+                await reply_of(self.services, reply_id, self.conn.user_id)
+                self.node.hub.follow_reply(self.conn, reply_id)
+                self.conn.offer(ReplyResume(reply_id, from_index))
             case frames.Ping():
                 self.conn.offer(frames.encode(frames.Pong()))
             case frames.Refresh(access_token=token):
@@ -304,5 +313,5 @@ class Session:
 def _ref_of(frame: frames.ClientFrame) -> str | None:
     if isinstance(frame, frames.Send):
         return frame.client_msg_id
-    conversation_id = getattr(frame, "conversation_id", None)
+    conversation_id = getattr(frame, "conversation_id", None) or getattr(frame, "reply_id", None)
     return None if conversation_id is None else str(conversation_id)

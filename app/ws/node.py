@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
+from app.ws.replies import ReplyFanout
 from app.ws.sessions import SessionGuard
 from infrastructure import stream_metrics
 from infrastructure.bootstrap import Services
@@ -62,10 +63,12 @@ class Node:
         await self._sample_metrics()
         signals = SignalFanout(redis, self.hub)
         list_changes = ListChangeFanout(redis, self.hub)
+        reply_fanout = ReplyFanout(redis, self.hub.on_reply)
         self._tasks = [
             asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
+            asyncio.create_task(self._guard(lambda: reply_fanout.run(self._stop), "reply fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
             asyncio.create_task(
                 self._guard(lambda: SessionGuard(self.hub, self.services.auth.sessions).run(self._stop), "sessions")
