@@ -13,7 +13,7 @@ from alembic import op
 from pgvector.sqlalchemy import Vector
 
 revision = "0008"
-down_revision = "0001"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

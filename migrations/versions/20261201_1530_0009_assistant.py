@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
-down_revision = "0008"  # the lead re-chains at merge; 0001 in the brief, 0008 once issue-8 is merged
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
