@@ -61,12 +61,10 @@ EVENTS = Counter("parley_worker_events_total", "Stream events seen by the worker
 JOBS = Counter("parley_worker_jobs_enqueued_total", "arq jobs enqueued (not counting refused duplicates)", ["job"])
 SWEPT = Counter("parley_worker_swept_total", "Messages embedded by the sweep (missed by the stream)")
 
-#: Entries another worker left pending this long are claimed (it died); after 5 deliveries: dead-letter.
-CLAIM_IDLE_MS = 30_000
+#: An event delivered this often without being handled goes to the dead-letter stream. How long an
+#: unacked event waits before another worker claims it, and the sweep's period and age threshold, are
+#: settings (PARLEY_WORKER_CLAIM_IDLE_MS, EMBEDDINGS_SWEEP_SECONDS).
 MAX_DELIVERIES = 5
-#: The sweep runs this often and embeds messages at least ``SWEEP_AFTER_SECONDS`` old without a vector.
-SWEEP_EVERY_SECONDS = 30.0
-SWEEP_AFTER_SECONDS = 30.0
 
 
 async def enqueue_embedding(worker: Worker, event: events.Event) -> None:
@@ -87,17 +85,18 @@ class Worker:
         services: Services,
         *,
         consumer_name: str | None = None,
-        claim_idle_ms: int = CLAIM_IDLE_MS,
-        sweep_every: float = SWEEP_EVERY_SECONDS,
-        sweep_after: float = SWEEP_AFTER_SECONDS,
+        claim_idle_ms: int | None = None,
+        sweep_every: float | None = None,
+        sweep_after: float | None = None,
         handlers: dict[str, list[EventHandler]] | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.consumer_name = consumer_name or f"{socket.gethostname()}-{os.getpid()}"
-        self._claim_idle_ms = claim_idle_ms
-        self._sweep_every = sweep_every
-        self._sweep_after = sweep_after
+        tuning = self.settings.embeddings
+        self._claim_idle_ms = tuning.claim_idle_ms if claim_idle_ms is None else claim_idle_ms
+        self._sweep_every = tuning.sweep_seconds if sweep_every is None else sweep_every
+        self._sweep_after = tuning.sweep_seconds if sweep_after is None else sweep_after
         self._handlers = HANDLERS if handlers is None else handlers
         self._stopping = asyncio.Event()
         self._arq: ArqRedis | None = None
@@ -223,6 +222,8 @@ class Worker:
 
 async def main(settings: Settings | None = None, **options: Any) -> None:
     settings = settings or Settings.from_env()
+    # arq logs two lines per job at INFO: thousands a second when busy. Its warnings still show.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     if settings.server.metrics_port:
         start_http_server(settings.server.metrics_port)
     services = await bootstrap(settings)
