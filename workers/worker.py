@@ -70,6 +70,8 @@ MAX_DELIVERIES = 5
 async def enqueue_embedding(worker: Worker, event: events.Event) -> None:
     """Every posted message gets its vector (semantic search and the assistant's retrieval)."""
     assert isinstance(event, events.MessagePosted)
+    if not worker.embeddings_enabled:
+        return
     message_id = event.message.id
     if await worker.arq.enqueue_job("embed_message", str(message_id), _job_id=keys.embed_job_id(message_id)):
         JOBS.labels("embed_message").inc()
@@ -100,6 +102,9 @@ class Worker:
         self._handlers = HANDLERS if handlers is None else handlers
         self._stopping = asyncio.Event()
         self._arq: ArqRedis | None = None
+        #: False when no embedding provider works (EMBEDDINGS_PROVIDER=none, model missing): the worker
+        #: still runs its other jobs; messages posted meanwhile are embedded later by backfill.
+        self.embeddings_enabled = True
 
     @property
     def arq(self) -> ArqRedis:
@@ -128,7 +133,11 @@ class Worker:
 
     async def run(self) -> None:
         """Until ``stop``: load the model, then consume, run jobs and sweep; back off while Redis is down."""
-        await self.services.embeddings.ready()  # fail fast: a worker without a model is useless
+        try:
+            await self.services.embeddings.ready()  # load the model once, before any job
+        except Unavailable as exc:
+            self.embeddings_enabled = False
+            log.warning("worker runs without embeddings: %s", exc.message)
         redis_settings = RedisSettings.from_dsn(self.settings.redis.url)
         self._arq = await create_pool(redis_settings, default_queue_name=keys.ARQ_QUEUE)
         arq_worker = ArqWorker(
@@ -204,6 +213,8 @@ class Worker:
 
     async def sweep(self) -> int:
         """Embed messages older than ``sweep_after`` that still have no vector; returns how many."""
+        if not self.embeddings_enabled:
+            return 0
         total, after = 0, None
         batch = self.settings.embeddings.batch_size
         while not self._stopping.is_set():
