@@ -11,7 +11,9 @@ now can match: membership is enforced by the SQL itself, never by filtering resu
   which are then filtered by membership, falling back to the exact scan when too few survive. (pgvector
   0.6 has no iterative index scans, so an index scan behind a selective filter would silently return
   too few rows: the exact path keeps results right.)
-- ``hybrid``: reciprocal rank fusion of both candidate lists, ``Σ 1/(60 + rank)``.
+- ``hybrid``: reciprocal rank fusion, ``Σ 1/(60 + rank)``, of the semantic list and a lexical list
+  that matches ANY non-stop-word of the query (so a remembered word counts even when the rest of the
+  query is a paraphrase).
 
 Ranked results are paged by offset (the cursor carries it) to a depth of ``MAX_DEPTH`` hits.
 Snippets are HTML: the message text escaped, query words wrapped in ``<mark>``…``</mark>``.
@@ -24,6 +26,10 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+import msgspec
+
+from domain.values import Message
+from infrastructure.db.repositories import message_from_row
 
 #: Deepest hit a client can page to; deeper pages of ranked search are noise and cost.
 MAX_DEPTH = 200
@@ -53,18 +59,18 @@ class SearchRequest:
     vector: str | None = None
 
 
-@dataclass(frozen=True)
-class Hit:
-    message_id: UUID
+class Hit(msgspec.Struct, frozen=True, kw_only=True):
+    """One search result: the message, where it is (conversation id, title, seq), why it matched."""
+
+    message: Message
     conversation_id: UUID
     conversation_title: str
     seq: int
-    sender_id: UUID | None
-    role: str
-    text: str
-    created_at: object
+    #: HTML: the text escaped, query words in ``<mark>``; at most two fragments of ~24 words.
     snippet: str
+    #: Mode-specific, higher is better: ``ts_rank_cd`` (text), ``1 - distance`` (semantic), RRF (hybrid).
     score: float
+    #: Cosine distance to the query's vector (semantic and hybrid hits that had one), else null.
     distance: float | None
 
 
@@ -76,12 +82,25 @@ _VISIBLE = """
     WHERE ($2::uuid IS NULL OR m.conversation_id = $2::uuid)
 """
 
+#: The parsed text query, once per statement. ``text`` (and the snippets of ``semantic``): web-search
+#: syntax, all words required (``"a phrase"``, ``or``, ``-word``). ``hybrid``: any of the query's
+#: words that is not an English stop word (the semantic leg carries the meaning; the lexical leg
+#: brings exact words), from letter/digit tokens only, so nothing the user typed is parsed as syntax.
+_QUERY = {
+    "strict": "SELECT websearch_to_tsquery('simple', $3) AS query",
+    "any": """
+        SELECT coalesce(to_tsquery('simple', string_agg(quote_literal(lower(w.token)), ' | ')), ''::tsquery) AS query
+        FROM (SELECT token FROM ts_debug('english', $3)
+              WHERE alias IN ('asciiword', 'word', 'numword', 'int', 'uint') AND lexemes <> '{}'
+              LIMIT 32) w""",
+}
+
 _TEXT_CANDIDATES = f"""
     text_hits AS MATERIALIZED (
-        SELECT m.id, ts_rank_cd(m.search, q.query) AS score,
-               row_number() OVER (ORDER BY ts_rank_cd(m.search, q.query) DESC, m.id) AS rank
-        FROM messages m, (SELECT websearch_to_tsquery('simple', $3) AS query) q
-        {_VISIBLE} AND m.search @@ q.query
+        SELECT m.id, ts_rank_cd(m.search, tsq.query) AS score,
+               row_number() OVER (ORDER BY ts_rank_cd(m.search, tsq.query) DESC, m.id) AS rank
+        FROM messages m CROSS JOIN tsq
+        {_VISIBLE} AND m.search @@ tsq.query
         ORDER BY score DESC, m.id
         LIMIT $5
     )"""
@@ -123,13 +142,14 @@ _FUSED = {
 }
 
 _PAGE = """
-    SELECT m.id, m.conversation_id, c.title, m.seq, m.sender_id, m.role, m.text, m.created_at,
+    SELECT m.id, m.conversation_id, c.title, m.seq, m.sender_id, m.role, m.text, m.client_msg_id, m.created_at,
            f.score::float8 AS score, f.distance::float8 AS distance,
            ts_headline('simple',
                        replace(replace(replace(m.text, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
-                       websearch_to_tsquery('simple', $3),
+                       tsq.query,
                        'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=2') AS snippet
     FROM page f
+    CROSS JOIN tsq
     JOIN messages m ON m.id = f.id
     JOIN conversations c ON c.id = m.conversation_id
     ORDER BY f.score DESC, m.id
@@ -142,7 +162,7 @@ _VISIBLE_ROWS = """
 
 
 def _statement(mode: Mode, *, exact: bool, offset: int, limit: int) -> str:
-    ctes = []
+    ctes = [f"tsq AS MATERIALIZED ({_QUERY['any' if mode is Mode.HYBRID else 'strict']})"]
     if mode in (Mode.TEXT, Mode.HYBRID):
         ctes.append(_TEXT_CANDIDATES)
     if mode in (Mode.SEMANTIC, Mode.HYBRID):
@@ -191,14 +211,10 @@ async def _run(
 
 def _hit(r: asyncpg.Record) -> Hit:
     return Hit(
-        message_id=r["id"],
+        message=message_from_row(r),
         conversation_id=r["conversation_id"],
         conversation_title=r["title"],
         seq=r["seq"],
-        sender_id=r["sender_id"],
-        role=r["role"],
-        text=r["text"],
-        created_at=r["created_at"],
         snippet=r["snippet"],
         score=float(r["score"]),
         distance=None if r["distance"] is None else float(r["distance"]),
