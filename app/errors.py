@@ -37,6 +37,7 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,  # admin_shutdown, crash_shutdown
     asyncpg.exceptions.InsufficientResourcesError,  # too_many_connections
+    asyncpg.exceptions.InternalClientError,  # a pooled connection left mid-operation when the server went away
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import sqlalchemy as sa
+from redis.asyncio import Redis
 
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
@@ -34,6 +35,10 @@ TICK_SECONDS = groups.NODE_HEARTBEAT_SECONDS
 JANITOR_EVERY_TICKS = 6
 
 
+async def _run_id(redis: Redis) -> str:
+    return str((await redis.info("server")).get("run_id", ""))
+
+
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -47,6 +52,9 @@ class Node:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._epoch: str | None = None
+        #: Redis' run_id: it changes on every Redis restart, also one that reloads an older snapshot
+        #: (which brings the old epoch back, so the epoch alone does not notice a rewind).
+        self._redis_run_id: str | None = None
         self._fanout: EventFanout | None = None
         #: Conversations whose Postgres last_seq was ahead of the stream at the last tick -> the seq the
         #: stream had brought then.
@@ -56,6 +64,7 @@ class Node:
         redis = self.services.redis
         await groups.mark_node_alive(redis, self.node_id)  # before the groups exist: the janitor spares us
         self._epoch = await streams.ensure_epoch(redis)
+        self._redis_run_id = await _run_id(redis)
         self._fanout = fanout = EventFanout(
             redis, self.hub, node_id=self.node_id, shard_count=self.services.settings.redis.shard_count
         )
@@ -114,10 +123,14 @@ class Node:
         redis = self.services.redis
         await groups.mark_node_alive(redis, self.node_id)
         epoch = await streams.ensure_epoch(redis)
+        run_id = await _run_id(redis)
         if epoch != self._epoch:
             log.warning("Redis epoch changed (%s -> %s): Redis lost data; resyncing local sockets", self._epoch, epoch)
-            self._epoch = epoch
             self.hub.resync_all()
+        elif self._redis_run_id is not None and run_id != self._redis_run_id:
+            log.warning("Redis restarted (run_id changed): it may have lost or rewound data; resyncing local sockets")
+            self.hub.resync_all()
+        self._epoch, self._redis_run_id = epoch, run_id
         await self._check_lag()
         await self._sample_metrics()
         if tick % JANITOR_EVERY_TICKS == 0:

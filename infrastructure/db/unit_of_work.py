@@ -63,7 +63,11 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()
         self._tx = self._conn.transaction()
-        await self._tx.start()
+        try:
+            await self._tx.start()
+        except BaseException:
+            await self._discard_connection()  # __aexit__ does not run when __aenter__ raises
+            raise
         self._pending = PendingWrites()
         self.conversations = SqlConversationRepository(self._conn, self._pending)
         self.messages = SqlMessageRepository(self._conn)
@@ -77,9 +81,21 @@ class SqlUnitOfWork:
         assert self._conn is not None
         try:
             await self.rollback()
-        finally:
-            await self._pool.release(self._conn)
-            self._conn = self._tx = None
+        except BaseException:
+            # A connection that cannot roll back (PostgreSQL went away, an operation was cut off) is
+            # not handed to the next caller. The error that got us here, if any, is the one to report.
+            await self._discard_connection()
+            if exc is None:
+                raise
+            return
+        await self._pool.release(self._conn)
+        self._conn = self._tx = None
+
+    async def _discard_connection(self) -> None:
+        assert self._conn is not None
+        conn, self._conn, self._tx = self._conn, None, None
+        conn.terminate()
+        await self._pool.release(conn)
 
     async def commit(self) -> None:
         assert self._conn is not None and self._tx is not None
