@@ -43,6 +43,8 @@ log = logging.getLogger("parley.projector")
 #: counts as lost rather than in flight.
 SWEEP_SECONDS = 10.0
 SWEEP_MIN_AGE_SECONDS = 30.0
+#: A consumer of the group idle this many claim periods with nothing pending is a process that is gone.
+FORGET_AFTER_CLAIM_PERIODS = 20
 #: A deadlock between two projectors (they share users across conversations) is retried at once.
 DEADLOCK_RETRIES = 5
 
@@ -220,6 +222,9 @@ class Projector:
         await list_changes.publish(self._services.redis, changes)
         if stale:
             log.info("sweep recomputed %d conversations whose events were lost", len(stale))
+        idle_ms = max(self._services.settings.redis.claim_idle_ms * FORGET_AFTER_CLAIM_PERIODS, 60_000)
+        if gone := await self.consumer.forget_idle_consumers(idle_ms):
+            log.info("removed idle projector consumers with nothing pending: %s", ", ".join(gone))
         return len(stale)
 
     async def _sweep_loop(self) -> None:
