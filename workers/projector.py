@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from domain import events
 from infrastructure.bootstrap import Services, bootstrap
-from infrastructure.db import read_models
+from infrastructure.db import read_model_upkeep, read_models
 from infrastructure.db.read_models import Change
 from infrastructure.redis import keys, list_changes, streams
 from infrastructure.redis.consumer import StreamConsumer
@@ -111,7 +111,7 @@ async def project(conn: asyncpg.Connection, batch: Sequence[events.Event]) -> li
     for cid, uid in sorted(plan.readers):
         changes += await read_models.refresh_reader(conn, cid, uid)
     for usage in plan.usage:
-        await read_models.add_usage(conn, usage)
+        await read_model_upkeep.add_usage(conn, usage)
     return changes
 
 
@@ -213,7 +213,9 @@ class Projector:
     async def sweep(self) -> int:
         """Recompute conversations whose events never arrived; returns how many."""
         async with self._services.pg.acquire() as conn:
-            stale = await read_models.stale_conversations(conn, older_than_seconds=SWEEP_MIN_AGE_SECONDS, limit=500)
+            stale = await read_model_upkeep.stale_conversations(
+                conn, older_than_seconds=SWEEP_MIN_AGE_SECONDS, limit=500
+            )
         changes: list[Change] = []
         for cid in stale:
             RESYNCS.labels("lost").inc()
