@@ -14,7 +14,6 @@ from domain.limits import Limits
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import outbox, users
 from infrastructure.redis import groups, keys, streams
-from infrastructure.streams_report import stream_infos
 from tests.factories import PostMessageFactory, StartConversationFactory
 from workers.outbox_relay import OutboxRelay
 
@@ -134,7 +133,7 @@ async def test_the_stream_report_shows_length_lag_and_pending_per_group(services
     await OutboxRelay(services).drain()
     await services.redis.xreadgroup("reporting-test", "c1", {stream: ">"}, count=2)
 
-    report = {s.stream: s for s in await stream_infos(services.redis, services.settings.redis.shard_count)}
+    report = {s.stream: s for s in await groups.stream_report(services.redis, services.settings.redis.shard_count)}
 
     info = report[stream]
     assert info.length == 4
