@@ -12,8 +12,8 @@ now can match: membership is enforced by the SQL itself, never by filtering resu
   0.6 has no iterative index scans, so an index scan behind a selective filter would silently return
   too few rows: the exact path keeps results right.)
 - ``hybrid``: reciprocal rank fusion, ``Σ 1/(60 + rank)``, of the semantic list and a lexical list
-  that matches ANY non-stop-word of the query (so a remembered word counts even when the rest of the
-  query is a paraphrase).
+  that matches ANY word of the query that is neither a stop word nor in over 1 % of all messages (so
+  a remembered word counts even when the rest of the query is a paraphrase).
 
 Ranked results are paged by offset (the cursor carries it) to a depth of ``MAX_DEPTH`` hits.
 Snippets are HTML: the message text escaped, query words wrapped in ``<mark>``…``</mark>``.
@@ -39,6 +39,12 @@ RRF_K = 60
 EXACT_SCAN_MAX_ROWS = 20_000
 #: HNSW candidates fetched from the whole table before the membership filter.
 ANN_CANDIDATES = 1_000
+#: Hybrid's lexical leg ignores words in more than this share of all messages (ANALYZE's statistics of
+#: the tsvector column): ranking tens of thousands of rows for a word that says little costs more
+#: than a whole semantic search, and the semantic leg carries the meaning anyway.
+COMMON_WORD_SHARE = 0.01
+#: ... once the table is this large (below it every word is cheap to rank, and statistics are thin).
+COMMON_WORD_MIN_ROWS = 50_000
 
 
 class Mode(enum.StrEnum):
@@ -84,15 +90,22 @@ _VISIBLE = """
 
 #: The parsed text query, once per statement. ``text`` (and the snippets of ``semantic``): web-search
 #: syntax, all words required (``"a phrase"``, ``or``, ``-word``). ``hybrid``: any of the query's
-#: words that is not an English stop word (the semantic leg carries the meaning; the lexical leg
-#: brings exact words), from letter/digit tokens only, so nothing the user typed is parsed as syntax.
+#: words that is neither an English stop word nor common in the table (the semantic leg carries the
+#: meaning; the lexical leg brings exact, rare words), from letter/digit tokens only, so nothing the
+#: user typed is parsed as syntax.
 _QUERY = {
     "strict": "SELECT websearch_to_tsquery('simple', $3) AS query",
-    "any": """
-        SELECT coalesce(to_tsquery('simple', string_agg(quote_literal(lower(w.token)), ' | ')), ''::tsquery) AS query
-        FROM (SELECT token FROM ts_debug('english', $3)
-              WHERE alias IN ('asciiword', 'word', 'numword', 'int', 'uint') AND lexemes <> '{}'
-              LIMIT 32) w""",
+    "any": f"""
+        SELECT coalesce(to_tsquery('simple', string_agg(quote_literal(w.word), ' | ')), ''::tsquery) AS query
+        FROM (SELECT DISTINCT lower(token) AS word FROM ts_debug('english', $3)
+              WHERE alias IN ('asciiword', 'word', 'numword', 'int', 'uint') AND lexemes <> '{{}}'
+              LIMIT 32) w
+        WHERE w.word NOT IN (
+            SELECT c.word FROM pg_stats s,
+                 unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS c(word, freq)
+            WHERE s.schemaname = current_schema() AND s.tablename = 'messages' AND s.attname = 'search'
+              AND c.word IS NOT NULL AND c.freq > {COMMON_WORD_SHARE}
+              AND (SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass) > {COMMON_WORD_MIN_ROWS})""",
 }
 
 _TEXT_CANDIDATES = f"""
