@@ -63,9 +63,14 @@ def latencies(sent: list[float], received: list[float]) -> tuple[float, list[flo
 
 async def setup_users(base_url: str, n: int) -> list[tuple[str, str]]:
     """(token, conversation id) per user; each conversation has the assistant enabled."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    gate = asyncio.Semaphore(8)  # registration hashes passwords (Argon2): a few at a time
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
 
         async def one(i: int) -> tuple[str, str]:
+            async with gate:
+                return await register(i)
+
+        async def register(i: int) -> tuple[str, str]:
             email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
             r = await http.post("/api/auth/register", json={"email": email, "password": PASSWORD, "name": f"B{i}"})
             token = r.json()["access_token"]
