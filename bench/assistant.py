@@ -39,6 +39,8 @@ from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, 
 from tests.fakes.anthropic_server import Answer, FakeAnthropic, Received
 
 PASSWORD = "bench-password-1"
+#: Clients offer permessage-deflate, as browsers do (``--no-deflate``: they do not).
+DEFLATE = True
 
 
 def answer_for(args: argparse.Namespace) -> Answer:
@@ -90,7 +92,9 @@ async def one_client(
 ) -> tuple[str, list[float]]:
     """Join, get one warm-up answer, wait for the start, send, then timestamp every ``stream`` frame
     until ``stream_end``: (reply id, arrival times by index)."""
-    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    headers = {"Authorization": f"Bearer {token}"}
+    compression = "deflate" if DEFLATE else None
+    async with websockets.connect(ws_url, additional_headers=headers, compression=compression) as ws:
         await ws.send(f'{{"type":"join","conversation_id":"{cid}"}}')
         while '"joined"' not in str(await ws.recv()):
             pass
@@ -268,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         help="remote: the worker gets vectors over HTTP from the bench's server (the streaming path alone); "
         "local: the worker runs the embedding model itself, competing with the streaming for CPU",
     )
+    parser.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the worker and API node into DIR (raw stacks)")
     args = parser.parse_args(argv)
+    global DEFLATE
+    DEFLATE = not args.no_deflate
     with tempfile.TemporaryDirectory(prefix="parley-bench-assistant-") as name:
         tmp = Path(name)
         fake = FakeAnthropic(lambda body: answer_for(args)).start()
