@@ -65,5 +65,5 @@ async def test_silence_before_the_first_token_is_a_timeout() -> None:
 
 async def test_an_answer_past_the_total_deadline_is_a_timeout() -> None:
     _, attempt = scripted(["a", 0.15, "b", 0.15, "c", 0.15, "d", 0.15, "e", 0.15, "f", 0.15, "g", 0.15, "h"])
-    with pytest.raises(LLMTimeout, match="longer than"):
-        await run(attempt)
+    with pytest.raises(LLMTimeout, match="longer than"):  # 1.05 s of pauses against a 1 s deadline
+        await run(attempt, Policy(first_token_timeout=1.0, total_timeout=1.0, retries=0))
