@@ -143,6 +143,14 @@ class EmbeddingSettings:
     api_key: str = setting("EMBEDDINGS_API_KEY", "", "openai provider: bearer token (empty: no Authorization).")
     model: str = setting("EMBEDDINGS_MODEL", "all-MiniLM-L6-v2", "openai provider: the model name sent.")
     batch_size: int = setting("EMBEDDINGS_BATCH_SIZE", 64, "most messages the worker embeds in one model call.")
+    sweep_seconds: float = setting(
+        "EMBEDDINGS_SWEEP_SECONDS",
+        30.0,
+        "the worker embeds messages this old that still have no vector, this often (missed events).",
+    )
+    claim_idle_ms: int = setting(
+        "PARLEY_WORKER_CLAIM_IDLE_MS", 30_000, "a worker takes over events another left unacked this long (it died)."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

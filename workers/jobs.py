@@ -91,6 +91,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "keep_result": KEEP_RESULT_SECONDS,
         "poll_delay": 0.05,
         "max_tries": 5,
+        "log_results": False,
     }
 
 

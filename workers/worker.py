@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -62,17 +62,17 @@ EVENTS = Counter("parley_worker_events_total", "Stream events seen by the worker
 JOBS = Counter("parley_worker_jobs_enqueued_total", "arq jobs enqueued (not counting refused duplicates)", ["job"])
 SWEPT = Counter("parley_worker_swept_total", "Messages embedded by the sweep (missed by the stream)")
 
-#: Entries another worker left pending this long are claimed (it died); after 5 deliveries: dead-letter.
-CLAIM_IDLE_MS = 30_000
+#: An event delivered this often without being handled goes to the dead-letter stream. How long an
+#: unacked event waits before another worker claims it, and the sweep's period and age threshold, are
+#: settings (PARLEY_WORKER_CLAIM_IDLE_MS, EMBEDDINGS_SWEEP_SECONDS).
 MAX_DELIVERIES = 5
-#: The sweep runs this often and embeds messages at least ``SWEEP_AFTER_SECONDS`` old without a vector.
-SWEEP_EVERY_SECONDS = 30.0
-SWEEP_AFTER_SECONDS = 30.0
 
 
 async def enqueue_embedding(worker: Worker, event: events.Event) -> None:
     """Every posted message gets its vector (semantic search and the assistant's retrieval)."""
     assert isinstance(event, events.MessagePosted)
+    if not worker.embeddings_enabled:
+        return
     message_id = event.message.id
     if await worker.arq.enqueue_job("embed_message", str(message_id), _job_id=keys.embed_job_id(message_id)):
         JOBS.labels("embed_message").inc()
@@ -95,20 +95,24 @@ class Worker:
         services: Services,
         *,
         consumer_name: str | None = None,
-        claim_idle_ms: int = CLAIM_IDLE_MS,
-        sweep_every: float = SWEEP_EVERY_SECONDS,
-        sweep_after: float = SWEEP_AFTER_SECONDS,
+        claim_idle_ms: int | None = None,
+        sweep_every: float | None = None,
+        sweep_after: float | None = None,
         handlers: dict[str, list[EventHandler]] | None = None,
     ) -> None:
         self.services = services
         self.settings = services.settings
         self.consumer_name = consumer_name or f"{socket.gethostname()}-{os.getpid()}"
-        self._claim_idle_ms = claim_idle_ms
-        self._sweep_every = sweep_every
-        self._sweep_after = sweep_after
+        tuning = self.settings.embeddings
+        self._claim_idle_ms = tuning.claim_idle_ms if claim_idle_ms is None else claim_idle_ms
+        self._sweep_every = tuning.sweep_seconds if sweep_every is None else sweep_every
+        self._sweep_after = tuning.sweep_seconds if sweep_after is None else sweep_after
         self._handlers = HANDLERS if handlers is None else handlers
         self._stopping = asyncio.Event()
         self._arq: ArqRedis | None = None
+        #: False when no embedding provider works (EMBEDDINGS_PROVIDER=none, model missing): the worker
+        #: still runs its other jobs; messages posted meanwhile are embedded later by backfill.
+        self.embeddings_enabled = True
 
     @property
     def arq(self) -> ArqRedis:
@@ -119,8 +123,9 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def handle(self, entries: list[StreamEntry]) -> Collection[bytes] | None:
-        """The consumer's handler: dispatch every event; raising leaves the whole batch pending."""
+    async def handle(self, entries: list[StreamEntry]) -> None:
+        """The consumer's handler: dispatch every event, then the whole batch is acked (returning None
+        means "all handled"); raising leaves the whole batch pending, to be retried."""
         for entry in entries:
             handlers = self._handlers.get(entry.event_type)
             EVENTS.labels(entry.event_type).inc()
@@ -133,11 +138,14 @@ class Worker:
                 continue
             for handler in handlers:
                 await handler(self, event)
-        return None
 
     async def run(self) -> None:
         """Until ``stop``: load the model, then consume, run jobs and sweep; back off while Redis is down."""
-        await self.services.embeddings.ready()  # fail fast: a worker without a model is useless
+        try:
+            await self.services.embeddings.ready()  # load the model once, before any job
+        except Unavailable as exc:
+            self.embeddings_enabled = False
+            log.warning("worker runs without embeddings: %s", exc.message)
         redis_settings = RedisSettings.from_dsn(self.settings.redis.url)
         self._arq = await create_pool(redis_settings, default_queue_name=keys.ARQ_QUEUE)
         arq_worker = ArqWorker(
@@ -213,6 +221,8 @@ class Worker:
 
     async def sweep(self) -> int:
         """Embed messages older than ``sweep_after`` that still have no vector; returns how many."""
+        if not self.embeddings_enabled:
+            return 0
         total, after = 0, None
         batch = self.settings.embeddings.batch_size
         while not self._stopping.is_set():
@@ -231,6 +241,8 @@ class Worker:
 
 async def main(settings: Settings | None = None, **options: Any) -> None:
     settings = settings or Settings.from_env()
+    # arq logs two lines per job at INFO: thousands a second when busy. Its warnings still show.
+    logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
     if settings.server.metrics_port:
         start_http_server(settings.server.metrics_port)
     services = await bootstrap(settings)

@@ -32,8 +32,9 @@ def _torch_encoder(model_dir: Path) -> tuple[Callable[[list[str]], Any], int]:
     def encode(texts: list[str]) -> Any:
         return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
-    dimension = model.get_sentence_embedding_dimension()
-    return encode, int(dimension or 0)
+    # Renamed in sentence-transformers 6; keep both spellings working.
+    get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return encode, int(get_dimension() or 0)
 
 
 class LocalProvider:

@@ -17,6 +17,7 @@ from infrastructure.bootstrap import Services
 from infrastructure.db.tables import users
 from infrastructure.embeddings.provider import EmbeddingProvider, Vector
 from infrastructure.redis import keys, streams
+from tests.embedding_audit import audited, writes_per_message  # noqa: F401 (audited is a fixture)
 from tests.factories import PostMessageFactory, StartConversationFactory
 from workers.outbox_relay import OutboxRelay
 from workers.worker import Worker
@@ -47,30 +48,6 @@ class CountingProvider:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-AUDIT = [
-    "CREATE TABLE IF NOT EXISTS embedding_writes (message_id uuid NOT NULL)",
-    """CREATE OR REPLACE FUNCTION record_embedding_write() RETURNS trigger LANGUAGE plpgsql AS $$
-       BEGIN INSERT INTO embedding_writes VALUES (NEW.id); RETURN NEW; END $$""",
-    """CREATE OR REPLACE TRIGGER audit_embedding_writes AFTER UPDATE OF embedding ON messages
-       FOR EACH ROW WHEN (NEW.embedding IS NOT NULL) EXECUTE FUNCTION record_embedding_write()""",
-]
-
-
-@pytest.fixture
-async def audited(services: Services) -> AsyncIterator[None]:
-    """Record every write of a message's embedding column (a test-only trigger on the real table)."""
-    for statement in AUDIT:
-        await services.pg.execute(statement)
-    yield
-    await services.pg.execute("DROP TRIGGER IF EXISTS audit_embedding_writes ON messages")
-    await services.pg.execute("DROP TABLE IF EXISTS embedding_writes")
-
-
-async def writes_per_message(services: Services) -> dict[uuid.UUID, int]:
-    rows = await services.pg.fetch("SELECT message_id, count(*) AS n FROM embedding_writes GROUP BY message_id")
-    return {r["message_id"]: r["n"] for r in rows}
 
 
 async def post(services: Services, texts: list[str]) -> list[uuid.UUID]:
@@ -158,8 +135,9 @@ async def test_every_posted_message_gets_the_models_vector(
         assert np.abs(stored[mid] - np.array(vector)).max() < 1e-6
 
 
+@pytest.mark.usefixtures("audited")
 async def test_a_re_delivered_message_event_is_embedded_once(
-    services: Services, running: Worker, counting: CountingProvider, audited: None
+    services: Services, running: Worker, counting: CountingProvider
 ) -> None:
     ids = await post(services, ["deliver me twice", "and me once"])
     await wait_until_embedded(services, ids)
