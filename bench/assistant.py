@@ -39,6 +39,8 @@ from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, 
 from tests.fakes.anthropic_server import Answer, FakeAnthropic, Received
 
 PASSWORD = "bench-password-1"
+#: Clients offer permessage-deflate, as browsers do (``--no-deflate``: they do not).
+DEFLATE = True
 
 
 def answer_for(args: argparse.Namespace) -> Answer:
@@ -63,9 +65,14 @@ def latencies(sent: list[float], received: list[float]) -> tuple[float, list[flo
 
 async def setup_users(base_url: str, n: int) -> list[tuple[str, str]]:
     """(token, conversation id) per user; each conversation has the assistant enabled."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    gate = asyncio.Semaphore(8)  # registration hashes passwords (Argon2): a few at a time
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
 
         async def one(i: int) -> tuple[str, str]:
+            async with gate:
+                return await register(i)
+
+        async def register(i: int) -> tuple[str, str]:
             email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
             r = await http.post("/api/auth/register", json={"email": email, "password": PASSWORD, "name": f"B{i}"})
             token = r.json()["access_token"]
@@ -85,7 +92,9 @@ async def one_client(
 ) -> tuple[str, list[float]]:
     """Join, get one warm-up answer, wait for the start, send, then timestamp every ``stream`` frame
     until ``stream_end``: (reply id, arrival times by index)."""
-    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    headers = {"Authorization": f"Bearer {token}"}
+    compression = "deflate" if DEFLATE else None
+    async with websockets.connect(ws_url, additional_headers=headers, compression=compression) as ws:
         await ws.send(f'{{"type":"join","conversation_id":"{cid}"}}')
         while '"joined"' not in str(await ws.recv()):
             pass
@@ -263,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         help="remote: the worker gets vectors over HTTP from the bench's server (the streaming path alone); "
         "local: the worker runs the embedding model itself, competing with the streaming for CPU",
     )
+    parser.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the worker and API node into DIR (raw stacks)")
     args = parser.parse_args(argv)
+    global DEFLATE
+    DEFLATE = not args.no_deflate
     with tempfile.TemporaryDirectory(prefix="parley-bench-assistant-") as name:
         tmp = Path(name)
         fake = FakeAnthropic(lambda body: answer_for(args)).start()

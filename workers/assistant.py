@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from prometheus_client import Counter, Histogram
 
@@ -193,9 +194,12 @@ class Assistant:
             status=out.status.value,
         )
         error = None if out.error is None else f"{out.error.code}: {out.error.message}"
-        await db.record_usage(
-            self.services.pg, event, error=error, shard_count=self.services.settings.redis.shard_count
-        )
+        try:
+            await db.record_usage(
+                self.services.pg, event, error=error, shard_count=self.services.settings.redis.shard_count
+            )
+        except asyncpg.ForeignKeyViolationError:  # the conversation was deleted meanwhile: nothing to count
+            log.info("usage of reply %s not recorded: its conversation is gone", writer.reply_id)
         REPLIES.labels(choice.provider, model, out.status.value).inc()
         TOKENS.labels(choice.provider, model, "input").inc(usage.input_tokens)
         TOKENS.labels(choice.provider, model, "output").inc(usage.output_tokens)

@@ -10,8 +10,9 @@ Per socket and reply the writer keeps a cursor ``(attempt, next index)``:
 - ``stream_end`` is sent after any missing deltas, then the reply is closed for this socket: anything
   else that arrives for it is dropped, until the client asks to ``resume`` it again.
 
-A socket joined to the conversation follows a reply from the first delta it sees; ``resume`` replays
-from ``from_index`` (then goes live), with or without a join.
+A socket joined to the conversation follows every reply of it from index 0 (one that joined
+mid-answer gets the answer so far first); ``resume`` replays from ``from_index`` (then goes live),
+with or without a join.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -103,7 +105,8 @@ class ReplyCursors:
     async def _delta(self, delta: ReplyDelta, frame: str, send: Send) -> None:
         if delta.reply_id in self._ended:
             return
-        attempt, next_index = self.cursors.get(delta.reply_id, (delta.attempt, delta.index))
+        # A reply first seen past index 0 (the socket joined mid-answer) starts with the answer so far.
+        attempt, next_index = self.cursors.get(delta.reply_id, (delta.attempt, 0))
         if delta.attempt < attempt:
             return
         if delta.attempt > attempt:
@@ -163,10 +166,14 @@ class ReplyFanout:
     def __init__(self, redis: Redis, route: Callable[[ReplyEntry], None]) -> None:
         self._redis = redis
         self._route = route
+        self._last_id: str | bytes | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        last_id: str | bytes = "$"
+        """Read until ``stop``. Run again after a crash, it goes on from the last entry it routed."""
+        if self._last_id is None:
+            self._last_id = await self._start_id()
         while not stop.is_set():
+            last_id = self._last_id
             try:
                 reply: Any = await self._redis.xread({keys.REPLIES_LIVE: last_id}, count=READ_COUNT, block=BLOCK_MS)
             except (RedisError, OSError) as exc:
@@ -175,7 +182,25 @@ class ReplyFanout:
                 continue
             for _stream, items in reply or []:
                 for entry_id, fields in items:
-                    last_id = entry_id
-                    raw = fields.get(b"r")
-                    if raw is not None:
-                        self._route(replies.decode_entry(raw))
+                    self._last_id = entry_id
+                    self._dispatch(entry_id, fields.get(b"r"))
+
+    def _dispatch(self, entry_id: bytes, raw: bytes | None) -> None:
+        try:
+            entry = replies.decode_entry(raw or b"")
+        except msgspec.DecodeError:
+            log.error("undecodable reply entry %r; skipped", entry_id)
+            return
+        self._route(entry)
+
+    async def _start_id(self) -> str | bytes:
+        """The stream's current last id, not ``$``: a read that returns nothing would leave ``$`` in
+        place and the next read would skip whatever was added between the two."""
+        while True:
+            try:
+                last: Any = await self._redis.xrevrange(keys.REPLIES_LIVE, count=1)
+            except (RedisError, OSError) as exc:
+                log.warning("reply fan-out: %s; retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            return last[0][0] if last else "0-0"

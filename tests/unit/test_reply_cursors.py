@@ -82,3 +82,11 @@ async def test_a_new_attempt_starts_from_index_zero() -> None:
     await socket.live(delta(0), delta(1), delta(1, attempt=2), delta(2), end(2, attempt=2))
 
     assert socket.seen() == ["stream:0:1", "stream:1:1", "stream:0:2", "stream:1:2", "stream_end::2"]
+
+
+async def test_a_socket_that_joined_mid_answer_gets_the_answer_so_far_first() -> None:
+    socket = Socket([delta(0), delta(1), delta(2)])
+
+    await socket.live(delta(2), delta(3), end(4))
+
+    assert socket.seen() == ["stream:0:1", "stream:1:1", "stream:2:1", "stream:3:1", "stream_end::1"]
