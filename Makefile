@@ -100,12 +100,15 @@ docs: $(STAMP) ## regenerate generated docs (docs/websocket.md from app/ws/frame
 
 # Validators for the deploy files (tests/unit/test_deploy_files.py): nginx -t, promtool, and in the
 # dev extra check-jsonschema (compose spec) and kubernetes-validate. Debian/Ubuntu packages; skipped
-# when the tools are already there. Run by `make test` so a fresh CI machine has them.
+# when the tools are already there. Run by `make test` so a fresh CI machine has them; a policy-rc.d
+# keeps the packages' services from starting (only the binaries are used).
 .PHONY: deploy-tools
 deploy-tools: ## install nginx and promtool (apt) for the deploy-file validators
 	@if command -v nginx >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx prometheus; \
+	  ours=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; ours=1; }; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx prometheus; rc=$$?; \
+	  [ -z "$$ours" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	else echo "install nginx and promtool (Debian: apt-get install nginx prometheus) for the deploy-file tests"; exit 1; fi
 
 .PHONY: vendor-docs-assets
