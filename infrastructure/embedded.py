@@ -20,7 +20,6 @@ from typing import Any
 
 import redis as redis_sync
 
-
 #: The PostgreSQL major version of the embedded server; production's image is pgvector/pgvector:pg16.
 POSTGRES_MAJOR = 16
 

@@ -97,9 +97,27 @@ class ServerSettings:
     )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",
-        0,
-        "serve Prometheus metrics on this port from roles without HTTP (relay); 0 disables it.",
+        -1,
+        "/metrics port of roles without HTTP; unset: relay 9101, projector 9102, worker 9103; 0 disables it.",
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    level: str = setting("PARLEY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR, for every process.")
+    format: str = setting(
+        "PARLEY_LOG_FORMAT", "plain", "plain (one readable line per event) or json (one JSON object per line)."
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings:
+        """Read on its own, before the other settings: a configuration error must be logged too."""
+        section: LogSettings = _section(cls, os.environ if env is None else env)
+        if section.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError("PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if section.format not in {"plain", "json"}:
+            raise SettingsError("PARLEY_LOG_FORMAT must be plain or json")
+        return section
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +127,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -120,6 +139,7 @@ class Settings:
             auth=_section(AuthSettings, env),
             llm=_section(LLMSettings, env),
             server=_section(ServerSettings, env),
+            log=LogSettings.from_env(env),
             limits=_limits(env),
         )
         settings.validate()
@@ -192,7 +212,7 @@ def async_database_url(url: str) -> str:
 
 def describe_settings() -> list[tuple[str, str]]:
     """(environment variable, help) for every setting, for ``parley --help``."""
-    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings)
+    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings, LogSettings)
     rows = [(f.metadata["env"], f.metadata["help"]) for cls in sections for f in fields(cls)]
     rows.append((LIMIT_PREFIX + "<NAME>", "override a limit: " + ", ".join(Limits.__struct_fields__)))
     return rows

@@ -19,11 +19,13 @@ import signal
 import time
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
 from infrastructure.db.unit_of_work import OUTBOX_CHANNEL
+from infrastructure.metrics import sample_pipeline, track_pools, untrack_pools
+from infrastructure.metrics_server import start_metrics_server
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
 
@@ -144,20 +146,31 @@ class OutboxRelay:
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    if settings.server.metrics_port:
-        start_http_server(settings.server.metrics_port)
+    metrics = start_metrics_server(settings, "relay")
     services = await bootstrap(settings)
+    track_pools(services)
     relay = OutboxRelay(services)
+    stop_sampling = asyncio.Event()
+    sampler = asyncio.create_task(sample_pipeline(services, stop_sampling))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
     try:
         await relay.run()
     finally:
+        stop_sampling.set()
+        await sampler
+        untrack_pools(services)
         await services.close()
+        if metrics:
+            metrics.close()
         log.info("relay stopped")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from infrastructure import logs
+    from infrastructure.settings import LogSettings
+
+    log_settings = LogSettings.from_env()
+    logs.configure(log_settings.level, log_settings.format)
     asyncio.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from app.metrics import DELIVERY_SECONDS
 from app.ws import frames
 from app.ws.hub import Hub
 from domain import events
@@ -101,6 +103,8 @@ class EventFanout:
             else:
                 self._hub.on_event(event)
                 EVENTS_DELIVERED.labels(entry.event_type).inc()
+                if isinstance(event, events.MessagePosted):
+                    DELIVERY_SECONDS.observe(max(0.0, time.time() - event.message.created_at.timestamp()))
             by_stream.setdefault(entry.stream, []).append(entry.entry_id)
         if by_stream:
             pipe = self._redis.pipeline(transaction=False)

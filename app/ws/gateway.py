@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.deps import bearer_token
+from app.metrics import WS_ACK_SECONDS
 from app.ws import frames
 from app.ws.connection import CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
@@ -213,6 +215,7 @@ class Session:
             self.conn.offer(CatchUp(cid))
 
     async def _send(self, frame: frames.Send) -> None:
+        started = time.perf_counter()
         await self.services.send_limiter.check(self.conn.user_id)
         cmd = commands.PostMessage(
             conversation_id=frame.conversation_id,
@@ -231,6 +234,7 @@ class Session:
                 conversation_id=str(frame.conversation_id),
             )
         )
+        WS_ACK_SECONDS.observe(time.perf_counter() - started)
 
     async def _announce(self, status: str) -> None:
         conversation_ids = await views.conversation_ids_of(self.services.engine, self.conn.user_id)
