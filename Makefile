@@ -112,8 +112,8 @@ deploy-tools: ## install nginx and promtool (apt) for the deploy-file validators
 	else echo "install nginx and promtool (Debian: apt-get install nginx prometheus) for the deploy-file tests"; exit 1; fi
 
 .PHONY: vendor-docs-assets
-vendor-docs-assets: ## re-vendor Swagger UI and ReDoc from npm into app/static/vendor (see its README)
-	bash app/static/vendor/update.sh
+vendor-docs-assets: ## re-vendor Swagger UI and ReDoc from npm into app/docs_assets (then commit them)
+	bash app/docs_assets/update.sh
 
 .PHONY: up
 up: ## the production topology in containers (docker compose; copy .env.example to .env first)

@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from app.access_log import install as install_access_log
@@ -21,6 +19,7 @@ from app.controllers.health import HealthController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception
+from app.openapi import assets_router, complete_document, openapi_config, repair_options_handlers
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
@@ -71,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             AdminController,
             MetricsController,
+            assets_router(),
             gateway,
         ],
         dependencies=SERVICES,
@@ -79,13 +79,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[prometheus.middleware],
         request_max_body_size=settings.limits.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(origins)) if (origins := settings.server.allowed_origins) else None,
-        openapi_config=OpenAPIConfig(
-            title="Parley",
-            version="1",
-            description="Real-time chat with an AI assistant in the room. See docs/protocol.md.",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(),
+        on_startup=[lambda app: complete_document(app, settings.limits)],
         debug=False,
+        # Logging is configured once per process (infrastructure/logs.py), not by Litestar.
+        logging_config=None,
     )
+    repair_options_handlers(app)
     return install_access_log(app)

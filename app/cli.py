@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
+from app import dev_env
 from infrastructure import logs
 from infrastructure.settings import LogSettings, Settings, SettingsError, describe_settings
 
@@ -22,9 +25,22 @@ NOT_BUILT: dict[str, str] = {
 }
 
 
-def _settings() -> Settings:
+def _version() -> str:
     try:
-        return Settings.from_env()
+        return importlib.metadata.version("parley")
+    except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+def _settings(*, signing: bool = False) -> Settings:
+    """Settings from the environment; without DATABASE_URL / REDIS_URL, those of a `parley dev`
+    running from this directory (``app/dev_env.py``). Only roles that issue or check tokens
+    (``signing=True``: the API) need JWT_SECRET."""
+    used = dev_env.load_running(os.environ)
+    if used is not None:
+        log.info("using the running `parley dev` (%s)", used)
+    try:
+        return Settings.from_env(signing=signing)
     except SettingsError as exc:
         sys.exit(f"parley: configuration error: {exc}")
 
@@ -41,7 +57,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings()  # fail fast, before uvicorn imports the app
+    settings = _settings(signing=True)  # fail fast, before uvicorn imports the app
     uvicorn.run(
         "app.asgi:create_app",
         factory=True,
@@ -124,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="settings (environment variables):\n" + settings_help,
     )
+    parser.add_argument("--version", action="version", version=f"parley {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL and Redis if unset)")

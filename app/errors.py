@@ -1,7 +1,9 @@
 """The one exception map: every error leaves as ``{"error": {"code", "message", "details"}}``.
 
 Domain errors carry their code; Litestar's own (validation, 404 route, 405, 413) are translated;
-anything else is a 500 with no detail (the traceback goes to the log with a reference).
+PostgreSQL or Redis unreachable is a 503 ``UNAVAILABLE`` with ``Retry-After`` (nothing was changed:
+the transaction did not commit); anything else is a 500 with no detail (the traceback goes to the log
+with a reference). The OpenAPI document states these per operation (``app/openapi.py``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import logging
 import uuid
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
 
 from domain.errors import DomainError, RateLimited
 
@@ -68,6 +74,28 @@ def _validation_details(exc: ValidationException) -> Any:
     return extra or None
 
 
+#: Raised when PostgreSQL or Redis cannot be reached or drops the connection: a 503, never a 500.
+OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,  # includes ConnectionError and socket timeouts
+    TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency is down; SQLAlchemy wraps the driver's error, so its cause is looked at too."""
+    if isinstance(exc, OUTAGES):
+        return True
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc.orig, OUTAGES)):
+        return True
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_outage(cause)
+
+
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorEnvelope]:
     if isinstance(exc, DomainError):
         headers = None
@@ -83,6 +111,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return error_response(exc.status_code, ErrorBody(code, message, details), exc.headers)
     if isinstance(exc, HTTPException) and exc.status_code == 503:
         return error_response(503, ErrorBody("UNAVAILABLE", exc.detail or "service unavailable"))
+    if is_outage(exc):
+        log.warning("%s %s: dependency unavailable: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return error_response(
+            503, ErrorBody("UNAVAILABLE", "a backing service is unavailable; retry later"), {"Retry-After": "1"}
+        )
     ref = uuid.uuid4().hex[:12]
     log.exception("unhandled error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
     return error_response(

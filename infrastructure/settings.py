@@ -131,7 +131,9 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, signing: bool = True) -> Settings:
+        """``signing=False`` for processes that issue and check no token (relay, migrate, operator
+        commands): they need no JWT_SECRET."""
         env = os.environ if env is None else env
         settings = cls(
             database=_section(DatabaseSettings, env),
@@ -142,10 +144,18 @@ class Settings:
             log=LogSettings.from_env(env),
             limits=_limits(env),
         )
-        settings.validate()
+        settings.validate(signing=signing)
         return settings
 
-    def validate(self) -> None:
+    def validate(self, *, signing: bool = True) -> None:
+        if signing:
+            self._validate_auth()
+        if self.redis.shard_count < 1:
+            raise SettingsError("PARLEY_SHARDS must be at least 1")
+        if self.llm.provider not in {"anthropic", "openai", "offline"}:
+            raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
+
+    def _validate_auth(self) -> None:
         auth = self.auth
         if auth.jwt_algorithm not in {"HS256", "RS256", "ES256"}:
             raise SettingsError("JWT_ALGORITHM must be HS256, RS256 or ES256")
@@ -153,10 +163,6 @@ class Settings:
             raise SettingsError("JWT_SECRET must be set to at least 32 bytes (e.g. `openssl rand -hex 32`)")
         if auth.jwt_algorithm != "HS256" and not auth.jwt_public_key:
             raise SettingsError(f"{auth.jwt_algorithm} needs JWT_PUBLIC_KEY (and JWT_PRIVATE_KEY to issue tokens)")
-        if self.redis.shard_count < 1:
-            raise SettingsError("PARLEY_SHARDS must be at least 1")
-        if self.llm.provider not in {"anthropic", "openai", "offline"}:
-            raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
 
 
 #: Limits are configurable as PARLEY_LIMIT_<FIELD> (e.g. PARLEY_LIMIT_MAX_TEXT_CHARS=8000).

@@ -14,7 +14,7 @@ class AdminController(Controller):
     tags = ["operations"]
     dependencies = AUTHENTICATED
 
-    @get("/streams", operation_id="GetStreamReport")
+    @get("/streams", operation_id="GetStreamReport", opt={"errors": [403]})
     async def streams(self, services: ServicesDep, user: UserDep) -> StreamReport:
         """Per shard stream: length; per group: lag, pending, consumers and their idle time; the outbox backlog."""
         await require_admin(services, user)

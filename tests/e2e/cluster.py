@@ -77,6 +77,7 @@ class Cluster:
     log_dir: Path
     nodes: list[Process] = field(default_factory=list)
     relay: Process | None = None
+    relay_metrics_port: int = 0
 
     @classmethod
     def build(cls, *, database_url: str, redis_url: str, log_dir: Path, jwt_secret: str, **extra: str) -> Cluster:
@@ -96,7 +97,9 @@ class Cluster:
             cluster.nodes.append(
                 Process(f"api{i}", ["api", "--port", str(port)], node_env, log_dir / f"api{i}.log", port=port)
             )
-        cluster.relay = Process("relay", ["relay"], env, log_dir / "relay.log")
+        cluster.relay_metrics_port = free_port()  # never the default: parallel runs share the machine
+        relay_env = {**env, "PARLEY_METRICS_PORT": str(cluster.relay_metrics_port)}
+        cluster.relay = Process("relay", ["relay"], relay_env, log_dir / "relay.log")
         return cluster
 
     def start(self) -> None:
