@@ -24,7 +24,7 @@ connection_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("conn
 FORMATS = ("plain", "json")
 
 #: Query/form parameters whose values are credentials (``?ticket=`` of /ws above all).
-_SECRET_PARAM = re.compile(r"(?i)\b(ticket|token|access_token|refresh_token|password|secret|api_key)=([^&\s\"']+)")
+_SECRET_PARAM = re.compile(r"(?i)\b(ticket|token|access_token|refresh_token|password|secret|api_key)=([^&\s\"'\\]+)")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]+=*")
 #: header.payload.signature, base64url: a JWT pasted anywhere (an exception message, a URL).
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
@@ -81,16 +81,17 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, the context ids, ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # Redacted field by field, before encoding: a pattern must never cut through a JSON escape.
         entry: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
             **_context(record),
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def configure(level: str = "INFO", fmt: str = "plain", stream: TextIO | None = None) -> None:
