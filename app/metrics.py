@@ -13,9 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 WS_CONNECTIONS = Gauge("parley_ws_connections", "WebSocket connections open on this node")
-WS_CLOSED = Counter("parley_ws_closed_total", "WebSocket connections closed, by close code", ["code"])
+WS_CLOSED = Counter("parley_ws_closes_total", "WebSocket connections closed, by close code", ["code"])
 WS_SLOW_CLIENT_DISCONNECTS = Counter(
-    "parley_ws_slow_client_disconnects_total", "Sockets closed with 1013 because the client could not keep up"
+    "parley_ws_slow_clients_closed_total", "Sockets closed with 1013 because the client could not keep up"
 )
 WS_ACK_SECONDS = Histogram(
     "parley_ws_ack_seconds", "From a WebSocket send frame read to its ack queued", buckets=LATENCY_BUCKETS

@@ -2,7 +2,7 @@
 
 - ``parley_db_pool_connections{pool,state}``: the write pool (asyncpg) and the read pool
   (SQLAlchemy) of every ``Services`` this process tracks, read at scrape time (``track_pools``).
-- ``parley_outbox_oldest_age_seconds``, ``parley_stream_length{stream}``, ``parley_stream_lag{stream,
+- ``parley_outbox_oldest_seconds``, ``parley_stream_length{stream}``, ``parley_stream_group_lag{stream,
   group}``: sampled every few seconds by ``sample_pipeline`` (the relay runs it), the same numbers as
   ``parley streams``. Stream lag is what a consumer group has not read yet; past
   ``PARLEY_STREAM_MAXLEN`` those entries are trimmed before they are read.
@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.metrics")
 
 OUTBOX_AGE = Gauge(
-    "parley_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet relayed (0 when the outbox is empty)"
+    "parley_outbox_oldest_seconds", "Age of the oldest outbox row not yet relayed (0 when the outbox is empty)"
 )
 STREAM_LENGTH = Gauge("parley_stream_length", "Entries in a shard stream", ["stream"])
-STREAM_LAG = Gauge("parley_stream_lag", "Entries of a stream a consumer group has not read yet", ["stream", "group"])
+STREAM_LAG = Gauge(
+    "parley_stream_group_lag", "Entries of a stream a consumer group has not read yet", ["stream", "group"]
+)
 
 #: How often ``sample_pipeline`` refreshes the gauges (Prometheus scrapes every 15 s by default).
 SAMPLE_SECONDS = 5.0

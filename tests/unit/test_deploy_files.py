@@ -322,7 +322,7 @@ def test_alerts_are_complete(alert_rules: list[dict[str, Any]]) -> None:
         assert rule["alert"] and rule["expr"] and rule["for"], rule
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
     exprs = " ".join(r["expr"] for r in alert_rules)
-    for needed in ("parley_outbox_backlog", "parley_stream_lag", 'status_code=~"5', 'job="parley-relay"'):
+    for needed in ("parley_outbox_backlog", "parley_stream_group_lag", 'status_code=~"5', 'job="parley-relay"'):
         assert needed in exprs
 
 
@@ -332,7 +332,7 @@ def test_dashboard_plots_the_pipeline(dashboard: dict[str, Any]) -> None:
         "parley_ws_ack_seconds_bucket",  # ack latency
         "parley_delivery_seconds_bucket",  # delivery latency
         "parley_ws_connections",
-        "parley_stream_lag",
+        "parley_stream_group_lag",
         "parley_outbox_backlog",
         "parley_db_pool_connections",
     ):
