@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[prometheus.middleware],
         request_max_body_size=settings.limits.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(origins)) if (origins := settings.server.allowed_origins) else None,
-        openapi_config=openapi_config(),
+        openapi_config=openapi_config(settings.limits),
         on_startup=[lambda app: complete_document(app, settings.limits)],
         debug=False,
         # Logging is configured once per process (infrastructure/logs.py), not by Litestar.

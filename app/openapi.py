@@ -55,7 +55,7 @@ DESCRIPTIONS = {
 }
 
 
-def openapi_config() -> OpenAPIConfig:
+def openapi_config(limits: Limits) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="Parley",
         version="1",
@@ -63,7 +63,10 @@ def openapi_config() -> OpenAPIConfig:
             "Real-time chat with an AI assistant in the room. Every error has the body "
             '`{"error": {"code", "message", "details"}}`. Authenticate with `Authorization: Bearer <access_token>` '
             "(from /api/auth/register or /api/auth/login). The WebSocket protocol (`GET /ws`) is described in "
-            "docs/websocket.md, generated from the frame types."
+            "docs/websocket.md, generated from the frame types. Limits: request bodies up to "
+            f"{limits.max_body_bytes // 1024} KiB (413 beyond), message text {limits.max_text_chars} characters, "
+            f"{limits.messages_per_second:g} messages/s per user with bursts of {limits.message_burst} "
+            "(429 with Retry-After)."
         ),
         path="/schema",
         components=Components(
