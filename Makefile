@@ -47,8 +47,9 @@ $(TOOLS)/bin/uv:
 # One universal lock for every supported Python (markers select per version); pins already in the
 # file are kept unless pyproject.toml needs others. PIP_FIND_LINKS (wheels kept on local disk) is
 # passed on to uv, which does not read pip's configuration.
+LOCK_EXTRAS ?= --all-extras
 UV_COMPILE = UV_FIND_LINKS="$${UV_FIND_LINKS:-$$PIP_FIND_LINKS}" $(TOOLS)/bin/uv pip compile pyproject.toml \
-	--all-extras --universal --python-version 3.11 --no-emit-package parley \
+	$(LOCK_EXTRAS) --universal --python-version 3.11 --no-emit-package parley \
 	--custom-compile-command 'make lock' --output-file $(LOCK)
 
 .PHONY: lock
