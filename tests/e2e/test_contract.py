@@ -64,23 +64,25 @@ def _register(base_url: str, secrets: list[str]) -> dict[str, Any]:
     return body
 
 
-def _schemathesis(base_url: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(base_url: str, token: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     args = [
         str(ST), "--config-file", str(ROOT / "tests" / "e2e" / "schemathesis.toml"), "--no-color",
         "run", f"{base_url}/schema/openapi.json", "-H", f"Authorization: Bearer {token}",
         "--seed", "1", "--max-examples", "15", "--workers", "2", "--request-timeout", "10", *extra,
     ]  # fmt: skip
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    # cwd: schemathesis keeps a cache directory (.schemathesis) where it runs; not in the repository.
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, cwd=cwd)
 
 
 def test_openapi_document_holds_against_the_running_api(contract_cluster: Cluster, secrets_used: list[str]) -> None:
     base = contract_cluster.nodes[0].base_url
     token = _register(base, secrets_used)["access_token"]
     # Every operation but logout (it would revoke the token the others use), all four phases.
-    run = _schemathesis(base, token, "--exclude-operation-id", "Logout")
+    run = _schemathesis(base, token, "--exclude-operation-id", "Logout", cwd=contract_cluster.log_dir.parent)
     assert run.returncode == 0, run.stdout[-6000:]
     assert re.search(r"\d+ generated, \d+ passed", run.stdout), run.stdout[-2000:]
-    logout = _schemathesis(base, _register(base, secrets_used)["access_token"], "--include-operation-id", "Logout")
+    other = _register(base, secrets_used)["access_token"]
+    logout = _schemathesis(base, other, "--include-operation-id", "Logout", cwd=contract_cluster.log_dir.parent)
     assert logout.returncode == 0, logout.stdout[-6000:]
 
 
