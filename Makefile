@@ -60,6 +60,17 @@ lock: $(TOOLS)/bin/uv ## re-resolve requirements/lock.txt after editing dependen
 lock-upgrade: $(TOOLS)/bin/uv ## move every pin in requirements/lock.txt to the newest allowed release
 	$(UV_COMPILE) --upgrade
 
+# The lower bounds in pyproject.toml, tested: the oldest allowed release of every runtime dependency
+# (uv's lowest-direct resolution) in .venv-lowest, then the whole suite. Not part of CI (another
+# install and suite run); run it after raising or lowering a bound.
+.PHONY: test-lowest
+test-lowest: $(TOOLS)/bin/uv ## run the suite against the lowest versions pyproject.toml allows
+	$(TOOLS)/bin/uv pip compile pyproject.toml --extra embedded --resolution lowest-direct \
+		--python-version $(PY_VERSION) --no-emit-package parley --quiet --output-file .venv-lowest.txt
+	$(PY) -m venv .venv-lowest
+	.venv-lowest/bin/pip install --constraint .venv-lowest.txt -e '.[dev]'
+	.venv-lowest/bin/pytest
+
 .PHONY: run
 run: $(STAMP) ## start Parley on http://127.0.0.1:8000 (embedded PostgreSQL+pgvector and Redis)
 	$(BIN)/parley dev
@@ -122,7 +133,7 @@ up: ## the production topology in containers (docker compose; copy .env.example 
 
 .PHONY: clean
 clean: ## remove the virtualenvs and local dev data (.parley)
-	rm -rf .venv .venv-3.* $(TOOLS) .parley
+	rm -rf .venv .venv-3.* .venv-lowest .venv-lowest.txt $(TOOLS) .parley
 
 .PHONY: help
 help: ## list targets
