@@ -9,10 +9,9 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from app.access_log import install as install_access_log
 from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
@@ -22,9 +21,11 @@ from app.controllers.search import SearchController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception, quiet_client_faults
+from app.openapi import assets_router, complete_document, openapi_config, repair_options_handlers
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.metrics import track_pools, untrack_pools
 from infrastructure.settings import Settings
 
 log = logging.getLogger("parley.app")
@@ -46,11 +47,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         node = Node(services)
         app.state.services = services
         app.state.node = node
+        track_pools(services)
         await node.start()
         try:
             yield
         finally:
             await node.stop()
+            untrack_pools(services)
             await services.close()
 
     # HTTP only: on WebSockets the middleware would wrap every frame sent, for a metric of no use.
@@ -61,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["/metrics", "/health"],
         scopes={ScopeType.HTTP},
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             AuthController,
             MeController,
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             AdminController,
             MetricsController,
+            assets_router(),
             gateway,
         ],
         dependencies=SERVICES,
@@ -80,12 +84,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[prometheus.middleware],
         request_max_body_size=settings.limits.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(origins)) if (origins := settings.server.allowed_origins) else None,
-        openapi_config=OpenAPIConfig(
-            title="Parley",
-            version="1",
-            description="Real-time chat with an AI assistant in the room. See docs/protocol.md.",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(settings.limits),
+        on_startup=[lambda app: complete_document(app, settings.limits)],
         debug=False,
+        # Logging is configured once per process (infrastructure/logs.py), not by Litestar.
+        logging_config=None,
     )
+    repair_options_handlers(app)
+    return install_access_log(app)

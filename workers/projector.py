@@ -25,13 +25,15 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from domain import events
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db import read_model_upkeep, read_models
 from infrastructure.db.read_models import Change
+from infrastructure.metrics import track_pools, untrack_pools
+from infrastructure.metrics_server import start_metrics_server
 from infrastructure.redis import keys, list_changes, streams
 from infrastructure.redis.consumer import StreamConsumer
 from infrastructure.redis.streams import StreamEntry
@@ -245,9 +247,9 @@ class Projector:
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
-    if settings.server.metrics_port:
-        start_http_server(settings.server.metrics_port)
+    metrics = start_metrics_server(settings, "projector")
     services = await bootstrap(settings)
+    track_pools(services)
     projector = Projector(services)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -255,10 +257,17 @@ async def main(settings: Settings | None = None) -> None:
     try:
         await projector.run()
     finally:
+        untrack_pools(services)
         await services.close()
+        if metrics:
+            metrics.close()
         log.info("projector stopped")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from infrastructure import logs
+    from infrastructure.settings import LogSettings
+
+    log_settings = LogSettings.from_env()
+    logs.configure(log_settings.level, log_settings.format)
     asyncio.run(main())

@@ -40,13 +40,15 @@ import asyncpg
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker as ArqWorker
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from domain import events
 from domain.errors import Unavailable
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.embeddings.store import embed_messages, unembedded_page
+from infrastructure.metrics import track_pools, untrack_pools
+from infrastructure.metrics_server import start_metrics_server
 from infrastructure.redis import keys, streams
 from infrastructure.redis.consumer import StreamConsumer
 from infrastructure.redis.streams import StreamEntry
@@ -243,9 +245,9 @@ async def main(settings: Settings | None = None, **options: Any) -> None:
     settings = settings or Settings.from_env()
     # arq logs two lines per job at INFO: thousands a second when busy. Its warnings still show.
     logging.getLogger("arq.worker").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if settings.server.metrics_port:
-        start_http_server(settings.server.metrics_port)
+    metrics = start_metrics_server(settings, "worker")
     services = await bootstrap(settings)
+    track_pools(services)
     worker = Worker(services, **options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -253,5 +255,8 @@ async def main(settings: Settings | None = None, **options: Any) -> None:
     try:
         await worker.run()
     finally:
+        untrack_pools(services)
         await services.close()
+        if metrics:
+            metrics.close()
         log.info("worker stopped")

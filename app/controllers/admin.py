@@ -35,7 +35,7 @@ class AdminController(Controller):
     tags = ["operations"]
     dependencies = AUTHENTICATED
 
-    @get("/streams", operation_id="GetStreamReport")
+    @get("/streams", operation_id="GetStreamReport", opt={"errors": [403]})
     async def streams(self, services: ServicesDep, user: UserDep) -> StreamReport:
         """Per shard stream and group: length, lag, pending, oldest pending, consumers and their idle time;
         the projector group over all shards with its projection lag; dead letters; the outbox backlog."""

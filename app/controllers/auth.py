@@ -34,15 +34,15 @@ class AuthController(Controller):
     path = "/api/auth"
     tags = ["auth"]
 
-    @post("/register", status_code=HTTP_201_CREATED, operation_id="Register")
+    @post("/register", status_code=HTTP_201_CREATED, operation_id="Register", opt={"errors": [409]})
     async def register(self, data: JSONBody[RegisterBody], services: ServicesDep) -> AuthRead:
         return _auth_read(*await services.auth.register(data.email, data.password, data.name))
 
-    @post("/login", status_code=HTTP_200_OK, operation_id="Login")
+    @post("/login", status_code=HTTP_200_OK, operation_id="Login", opt={"errors": [401]})
     async def login(self, data: JSONBody[LoginBody], services: ServicesDep) -> AuthRead:
         return _auth_read(*await services.auth.login(data.email, data.password))
 
-    @post("/refresh", status_code=HTTP_200_OK, operation_id="Refresh")
+    @post("/refresh", status_code=HTTP_200_OK, operation_id="Refresh", opt={"errors": [401]})
     async def refresh(self, data: JSONBody[RefreshBody], services: ServicesDep) -> TokenPairRead:
         pair = await services.auth.refresh(data.refresh_token)
         return TokenPairRead(

@@ -6,7 +6,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, patch, post, put
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.deps import AUTHENTICATED, ServicesDep, UserDep, is_admin
@@ -29,6 +30,10 @@ from infrastructure.read_cursor import apply_read_cursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size")]
 SeqParam = Annotated[int | None, QueryParameter(ge=0, le=2**62)]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(description="the next_cursor of the previous page, as returned (opaque; anything else is 400)"),
+]
 
 
 async def require_member(services: Services, conversation_id: UUID, user_id: UUID) -> MemberRole:
@@ -67,7 +72,7 @@ class ConversationController(Controller):
 
     @get("/", operation_id="ListConversations")
     async def list_conversations(
-        self, services: ServicesDep, user: UserDep, limit: Limit = 50, cursor: FromQuery[str | None] = None
+        self, services: ServicesDep, user: UserDep, limit: Limit = 50, cursor: Cursor = None
     ) -> views.Page[views.ConversationSummary]:
         return await views.list_conversations(services.pg, user.id, limit=limit, cursor=cursor)
 
@@ -145,7 +150,12 @@ class ConversationController(Controller):
 
     # -- messages and read cursors ---------------------------------------------------------------
 
-    @post("/{conversation_id:uuid}/messages", operation_id="PostMessage")
+    @post(
+        "/{conversation_id:uuid}/messages",
+        operation_id="PostMessage",
+        opt={"errors": [429]},
+        responses={HTTP_200_OK: ResponseSpec(Message, description="This client_msg_id was used before: the original")},
+    )
     async def post_message(
         self, conversation_id: FromPath[UUID], data: JSONBody[MessageCreate], services: ServicesDep, user: UserDep
     ) -> Response[Message]:

@@ -26,7 +26,6 @@ from typing import Any
 from uuid import UUID
 
 from litestar import WebSocket
-from prometheus_client import Counter
 
 from app.ws import frames, metrics
 from app.ws.replies import FetchReply, ReplyCursors, ReplyLive, ReplyResume
@@ -50,7 +49,6 @@ WRITE_TIMEOUT = 5.0
 #: Once cut off, how long the close frame may take to get out before the handler returns anyway.
 CLOSE_TIMEOUT = 5.0
 
-SLOW_CLOSED = Counter("parley_ws_slow_clients_closed_total", "Sockets closed with 1013: the client could not keep up")
 
 FetchAfter = Callable[[UUID, int, int], Awaitable[list[Message]]]
 
@@ -144,7 +142,7 @@ class Connection:
         if self._closing:
             return
         log.info("socket %s of %s cannot keep up; closing", self.id, self.user_id)
-        SLOW_CLOSED.inc()
+        metrics.SLOW_CLIENTS.inc()
         self.end(CLOSE_TOO_SLOW, "too slow: reconnect and join with after_seq")
 
     def close(self, code: int, reason: str) -> None:
@@ -193,7 +191,6 @@ class Connection:
     async def _close(self, close: Close) -> None:
         """Send the close frame if the transport takes it within CLOSE_TIMEOUT; return either way (the
         caller then ends the handler, and the server closes the connection)."""
-        metrics.CLOSES.labels(str(close.code)).inc()
         try:
             await asyncio.wait_for(self.socket.close(code=close.code, reason=close.reason), CLOSE_TIMEOUT)
         except Exception as exc:  # the socket is being given up on; nothing else to do

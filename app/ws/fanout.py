@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.ws import frames
+from app.ws import frames, metrics
 from app.ws.hub import Hub
 from domain import events
 from infrastructure.db import read_models, views
@@ -95,6 +96,8 @@ class EventFanout:
                 continue
             self._hub.on_event(event)
             EVENTS_DELIVERED.labels(entry.event_type).inc()
+            if isinstance(event, events.MessagePosted):
+                metrics.DELIVERY_SECONDS.observe(max(0.0, time.time() - event.message.created_at.timestamp()))
         return None
 
 

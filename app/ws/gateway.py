@@ -116,7 +116,6 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
 
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
     """Accept then close, so the client sees the code (a refused handshake shows browsers nothing)."""
-    metrics.CLOSES.labels(str(code)).inc()
     await socket.accept()
     await socket.close(code=code, reason=reason)
 
@@ -276,6 +275,7 @@ class Session:
             self.conn.offer(CatchUp(cid))
 
     async def _send(self, frame: frames.Send) -> None:
+        started = time.perf_counter()
         await self.services.send_limiter.check(self.conn.user_id)
         cmd = commands.PostMessage(
             conversation_id=frame.conversation_id,
@@ -296,6 +296,7 @@ class Session:
                 )
             )
         )
+        metrics.ACK_SECONDS.observe(time.perf_counter() - started)
 
     async def _announce(self, status: str) -> None:
         conversation_ids = await views.conversation_ids_of(self.services.engine, self.conn.user_id)

@@ -81,6 +81,7 @@ class Cluster:
     #: `parley projector` processes (none unless ``projectors=`` is given to ``build``).
     projectors: list[Process] = field(default_factory=list)
     worker: Process | None = None
+    relay_metrics_port: int = 0
 
     @classmethod
     def build(
@@ -110,11 +111,14 @@ class Cluster:
             cluster.nodes.append(
                 Process(f"api{i}", ["api", "--port", str(port)], node_env, log_dir / f"api{i}.log", port=port)
             )
-        cluster.relay = Process("relay", ["relay"], env, log_dir / "relay.log")
+        cluster.relay_metrics_port = free_port()  # never the default: parallel runs share the machine
+        relay_env = {**env, "PARLEY_METRICS_PORT": str(cluster.relay_metrics_port)}
+        cluster.relay = Process("relay", ["relay"], relay_env, log_dir / "relay.log")
         for i in range(1, projectors + 1):
             cluster.projectors.append(cluster.projector(f"projector{i}"))
         if with_worker:
-            cluster.worker = Process("worker", ["worker"], env, log_dir / "worker.log")
+            worker_env = {**env, "PARLEY_METRICS_PORT": str(free_port())}
+            cluster.worker = Process("worker", ["worker"], worker_env, log_dir / "worker.log")
         return cluster
 
     def projector(self, name: str) -> Process:

@@ -43,12 +43,29 @@ def test_parley_dev_starts_everything_serves_and_stops_cleanly(tmp_path: Path) -
             raise AssertionError("parley dev never became ready:\n" + (tmp_path / "dev.log").read_text())
         body = {"email": "dev@example.com", "password": "password-1", "name": "Dev"}
         assert httpx.post(f"{base}/api/auth/register", json=body).status_code == 201
+        _operator_commands_find_the_running_dev(env)
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(60)
         log.close()
     assert code == 0, (tmp_path / "dev.log").read_text()
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+    assert not (tmp_path / "data" / "env").exists()  # gone with the servers it pointed at
+
+
+def _operator_commands_find_the_running_dev(env: dict[str, str]) -> None:
+    """No DATABASE_URL, REDIS_URL or JWT_SECRET in their environment: `.parley/env` says where."""
+    streams = parley("streams", "--json", env=env)
+    assert streams.returncode == 0, streams.stderr
+    assert '"outbox_backlog":0' in streams.stdout.replace(" ", "")
+    assert parley("migrate", env=env).returncode == 0
+    granted = parley("users", "grant-admin", "dev@example.com", env=env)
+    assert granted.returncode == 0 and "administrator" in granted.stdout, granted.stderr
+
+
+def test_version_is_printed() -> None:
+    result = parley("--version")
+    assert result.returncode == 0 and result.stdout.startswith("parley ")
 
 
 def test_help_lists_every_command_and_setting() -> None:
