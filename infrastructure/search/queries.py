@@ -41,7 +41,7 @@ RRF_K = 60
 EXACT_SCAN_MAX_ROWS = 20_000
 #: HNSW candidates fetched from the whole table before the membership filter (and ``hnsw.ef_search``):
 #: enough for the page depth given the share of the table the caller sees, twice over, within these.
-ANN_MIN_CANDIDATES = 100
+ANN_MIN_CANDIDATES = 400
 ANN_MAX_CANDIDATES = 1_000
 #: Hybrid's lexical leg ignores words in more than this share of all messages (ANALYZE's statistics of
 #: the tsvector column): ranking tens of thousands of rows for a word that says little costs more
