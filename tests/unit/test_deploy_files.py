@@ -21,7 +21,7 @@ from litestar.handlers import HTTPRouteHandler
 from prometheus_client import REGISTRY
 
 from app.asgi import MetricsController
-from app.cli import NOT_BUILT, build_parser
+from app.cli import build_parser
 from app.controllers.health import HealthController
 from infrastructure.metrics_server import DEFAULT_PORTS
 from infrastructure.settings import Settings, describe_settings
@@ -51,7 +51,8 @@ def _subcommands() -> set[str]:
 
 
 def _runnable_roles() -> set[str]:
-    return _subcommands() - set(NOT_BUILT)
+    """Every sub-command runs: a role that is not built yet would be left out here (it refuses to run)."""
+    return _subcommands()
 
 
 def _served_paths() -> set[str]:
