@@ -12,16 +12,9 @@ One process runs three things:
 3. a sweep that embeds messages older than ``sweep_after`` seconds that still have no vector
    (events trimmed from a stream, a worker outage, jobs lost with a Redis restart).
 
-Adding an event handler (issue 9, assistant replies)::
-
-    async def enqueue_reply(worker: Worker, event: events.Event) -> None:
-        assert isinstance(event, events.MessagePosted)
-        await worker.arq.enqueue_job("assistant_reply", str(event.message.id),
-                                     _job_id=f"reply:{event.message.id}")
-
-    HANDLERS["message_posted"].append(enqueue_reply)
-
-Handlers get the ``Worker`` (``worker.services``, ``worker.arq``, ``worker.settings``) and the decoded
+Adding an event handler: an ``async def handler(worker, event)`` in ``HANDLERS`` under the event's
+type, enqueueing jobs with a ``_job_id`` derived from the event (``enqueue_embedding`` and the
+assistant's ``enqueue_reply`` below are the two there are). Handlers get the ``Worker`` (``worker.services``, ``worker.arq``, ``worker.settings``) and the decoded
 event. Same shape as the relay: ``run``/``stop``, SIGINT/SIGTERM, Prometheus metrics, backoff.
 """
 
