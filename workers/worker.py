@@ -14,8 +14,9 @@ One process runs three things:
 
 Adding an event handler: an ``async def handler(worker, event)`` in ``HANDLERS`` under the event's
 type, enqueueing jobs with a ``_job_id`` derived from the event (``enqueue_embedding`` and the
-assistant's ``enqueue_reply`` below are the two there are). Handlers get the ``Worker`` (``worker.services``, ``worker.arq``, ``worker.settings``) and the decoded
-event. Same shape as the relay: ``run``/``stop``, SIGINT/SIGTERM, Prometheus metrics, backoff.
+assistant's ``enqueue_reply`` below are the two there are). Handlers get the ``Worker``
+(``worker.services``, ``worker.arq``, ``worker.settings``) and the decoded event. Same shape as the
+relay: ``run``/``stop``, SIGINT/SIGTERM, Prometheus metrics, backoff.
 """
 
 from __future__ import annotations
