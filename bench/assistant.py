@@ -168,12 +168,16 @@ async def run_parley(args: argparse.Namespace, env: dict[str, str], tmp: Path, f
         await embeddings_settled(env["DATABASE_URL"])
         fake.reset()
         profilers = start_profilers(args, servers, tmp)
+        cpu_before = cpu_seconds(servers)
         go.set()
         received = await asyncio.gather(*tasks)
+        cpu_used = {name: cpu_seconds(servers)[name] - spent for name, spent in cpu_before.items()}
         for profiler in profilers:
             profiler.wait(60)
         sent = sent_by_tag(list(fake.requests))
         result = collect([(sent[tag], got) for tag, (_, got) in zip(tags, received, strict=True)])
+        deltas = sum(len(got) for _, got in received)
+        result["cpu_us_per_delta"] = {name: used / deltas * 1e6 for name, used in cpu_used.items()}
         result["hops"] = await redis_hops(env["REDIS_URL"], [(sent[t], r) for t, r in zip(tags, received, strict=True)])
         return result
     finally:
@@ -254,6 +258,11 @@ def report(args: argparse.Namespace, parley: dict[str, Any], baseline: dict[str,
     for key, label in (("first", "provider first token -> client"), ("delta", "per delta")):
         p, b = parley[key], baseline[key]
         print(f"{label:<28}{p[0]:>12.2f}{p[1]:>9.2f}{b[0]:>15.2f}{b[1]:>9.2f}{p[0] - b[0]:>12.2f}{p[1] - b[1]:>9.2f}")
+    cpu = parley["cpu_us_per_delta"]
+    print(
+        f"server CPU per delta while streaming (µs, load-independent): worker {cpu.get('worker', 0):.0f}, "
+        f"API node {cpu.get('api', 0):.0f}, relay {cpu.get('relay', 0):.0f}"
+    )
     hops = parley["hops"]
     print("per delta, split at Redis (by reply-stream entry ids, 1 ms resolution):")
     print(f"  provider -> reply stream (worker)   p50 {hops['worker'][0]:7.1f}  p99 {hops['worker'][1]:7.1f}")
@@ -318,6 +327,18 @@ async def embeddings_settled(database_url: str) -> None:
                 await asyncio.sleep(0.2)
     finally:
         await conn.close()
+
+
+def cpu_seconds(servers: list[Server]) -> dict[str, float]:
+    """User + system CPU time each server process has used so far (load-independent cost)."""
+    import psutil
+
+    out = {}
+    for server in servers:
+        if server.popen is not None:
+            times = psutil.Process(server.popen.pid).cpu_times()
+            out[server.name] = times.user + times.system
+    return out
 
 
 def start_profilers(args: argparse.Namespace, servers: list[Server], tmp: Path) -> list[Any]:
