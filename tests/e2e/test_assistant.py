@@ -192,17 +192,31 @@ async def test_recall_brings_earlier_messages_of_the_conversation_and_never_anot
     for filler in ("lunch at noon?", "sure, the usual place", "bring the slides", "and the projector"):
         await mine.post(filler)
     await embedded(e2e_database_url, [mine.id, theirs.id], count=6)  # the worker embeds every message
-    watcher = await mine.client(0, 1, clients)
-    script.reset()
+    question = "what was the launch code for project Zephyr?"
 
-    await mine.post("what was the launch code for project Zephyr?")
-    await reply_frames(watcher)
+    await mine.post(question)
 
-    body = script.requests[0].body
-    assert body["messages"][-1]["content"].endswith("what was the launch code for project Zephyr?")
+    # Every message above triggered an answer of its own (a room of one); those requests may still be
+    # arriving, so the one for the question is picked by its last turn.
+    body = await request_ending_with(script, question)
+    assert body["messages"][-1]["content"].endswith(question)
     assert "lunch at noon?" not in body["messages"][-1]["content"]  # outside the 4 most recent ...
     assert "7431" in body["system"]  # ... but recalled by meaning
-    assert all("CANARY" not in r.text and "9999" not in r.text for r in script.requests)
+    assert "CANARY" not in str(body) and "9999" not in str(body)
+    # The canary reaches the provider only in the answer to itself, in its own conversation.
+    leaks = [r for r in script.requests if "CANARY" in r.text or "9999" in r.text]
+    assert all(str(r.body["messages"][-1]["content"]).endswith(canary) for r in leaks)
+
+
+async def request_ending_with(server: FakeAnthropic, text: str, timeout: float = 30) -> dict[str, Any]:
+    """The body of the first request the provider server received whose last turn ends with ``text``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for request in list(server.requests):
+                if str(request.body["messages"][-1]["content"]).endswith(text):
+                    body: dict[str, Any] = request.body
+                    return body
+            await asyncio.sleep(0.05)
 
 
 async def embedded(database_url: str, conversation_ids: list[str], *, count: int, timeout: float = 30) -> None:
