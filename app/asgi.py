@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -20,6 +21,7 @@ from app.controllers.health import HealthController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception
+from app.webapp import Bundle, WebAppController
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
@@ -67,8 +69,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             AdminController,
             MetricsController,
+            WebAppController,
             gateway,
         ],
+        state=State({"webapp": Bundle.load()}),
         dependencies=SERVICES,
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},

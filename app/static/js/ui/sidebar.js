@@ -1,0 +1,103 @@
+/**
+ * ui/sidebar.js — the conversation list: last-message previews and unread badges kept live.
+ *
+ * The server's `conversation` frames (the caller's list changed) are the truth when it sends them;
+ * until one arrives the list also moves on `message` frames of the conversations joined here, and is
+ * fetched again after every reconnect. Every listed conversation is joined (up to the server's 100
+ * per socket), from the last seq the list showed, so nothing between the fetch and the join is missed.
+ */
+import { h, mount, formatTime, perFrame } from "../dom.js";
+import { newConversationDialog } from "./dialogs.js";
+
+const MAX_JOINED = 100;
+const PREVIEW_CHARS = 140;
+
+export class Sidebar {
+  constructor(client, me) {
+    this.client = client;
+    this.me = me;
+    this.items = new Map(); // id -> summary
+    this.selected = null;
+    this.list = h("ul", { class: "conv-list", "aria-label": "Conversations" });
+    this.el = h("nav", { class: "sidebar", "aria-label": "Conversations" },
+      h("div", { class: "sidebar-head" },
+        h("button", { type: "button", class: "primary", onclick: () => newConversationDialog(client, (c) => this.upsert(c, c.last_seq)) }, "New conversation")),
+      this.list);
+    this.render = perFrame(() => this._render());
+    client.on("message", (m) => this._onMessage(m));
+    client.on("conversation", (f) => this._onConversation(f));
+    client.on("read", (f) => this._onRead(f));
+    client.on("left", (f) => { this.items.delete(f.conversation_id); this.render(); });
+    client.on("state", (s) => { if (s === "open" && this.loaded) this.load(); });
+  }
+
+  async load() {
+    const page = await this.client.api("GET", `/api/conversations?limit=${MAX_JOINED}`);
+    this.items = new Map(page.items.map((c) => [c.id, c]));
+    this.loaded = true;
+    for (const c of page.items) {
+      if (this.client.lastSeq(c.id) == null) this.client.join(c.id, { afterSeq: c.last_message?.seq ?? 0 });
+    }
+    this.render();
+  }
+
+  select(id) {
+    this.selected = id;
+    this.render();
+  }
+
+  /** The open conversation was read up to `seq`. */
+  markRead(id, seq) {
+    const c = this.items.get(id);
+    if (!c) return;
+    const unread = Math.max(0, (c.last_message?.seq ?? 0) - seq);
+    if (unread !== c.unread_count) { c.unread_count = unread; this.render(); }
+  }
+
+  /** Add or update a conversation; a new one is joined from `afterSeq` (default: its last message). */
+  upsert(conversation, afterSeq = null) {
+    const known = this.items.get(conversation.id);
+    const { id, title, last_message, unread_count, updated_at } = { ...known, ...conversation };
+    this.items.set(id, { id, title, last_message: last_message ?? null, unread_count: unread_count ?? 0, updated_at });
+    if (this.client.lastSeq(id) == null) this.client.join(id, { afterSeq: afterSeq ?? last_message?.seq ?? 0 });
+    this.render();
+  }
+
+  _onMessage(m) {
+    const c = this.items.get(m.conversation_id);
+    if (!c) return;
+    if (c.last_message && m.seq <= c.last_message.seq) return;
+    c.last_message = { seq: m.seq, preview: m.text.slice(0, PREVIEW_CHARS), sender_id: m.sender_id, role: m.role, created_at: m.created_at };
+    c.updated_at = m.created_at;
+    if (m.sender_id !== this.me.id) c.unread_count = (c.unread_count ?? 0) + 1;
+    this.render();
+  }
+
+  _onConversation(f) {
+    const fresh = !this.items.has(f.id);
+    this.upsert(f);
+    if (fresh && !f.title) this.load(); // a conversation we were just added to: get its title
+  }
+
+  _onRead(f) {
+    if (f.user_id === this.me.id) this.markRead(f.conversation_id, f.seq);
+  }
+
+  _render() {
+    const sorted = [...this.items.values()].sort((a, b) => (b.updated_at ?? "").localeCompare(a.updated_at ?? ""));
+    if (!sorted.length) {
+      mount(this.list, h("li", { class: "empty" }, "No conversations yet."));
+      return;
+    }
+    mount(this.list, sorted.map((c) => {
+      const unread = c.unread_count ?? 0;
+      const label = `${c.title}${unread ? `, ${unread} unread` : ""}`;
+      return h("li", { dataset: { id: c.id } },
+        h("a", { href: `#/c/${c.id}`, "aria-current": c.id === this.selected ? "page" : null, "aria-label": label },
+          h("span", { class: "title" }, c.title),
+          c.last_message ? h("time", { datetime: c.last_message.created_at }, formatTime(c.last_message.created_at)) : h("span"),
+          h("span", { class: "preview" }, c.last_message ? c.last_message.preview : "No messages yet"),
+          unread ? h("span", { class: "badge", "aria-hidden": "true" }, unread > 99 ? "99+" : String(unread)) : h("span")));
+    }));
+  }
+}
