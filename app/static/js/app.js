@@ -121,5 +121,6 @@ async function start() {
 
 window.addEventListener("hashchange", () => route());
 client.on("session", () => start());
-client.on("signedout", () => { shell = null; location.hash = ""; start(); });
+// Signing out drops every view and listener with the page: nothing of the last user survives.
+client.on("signedout", () => { location.hash = ""; location.reload(); });
 start();

@@ -123,6 +123,7 @@ export class ConversationView {
     c.names = new Map(details.participants.map((p) => [p.user_id, p.name]));
     this._renderHead();
     this._renderPresence();
+    this.presence.snapshot(c.id);
   }
 
   _renderPresence() {

@@ -3,13 +3,16 @@
  *
  * The server's `conversation` frames (the caller's list changed) are the truth when it sends them;
  * until one arrives the list also moves on `message` frames of the conversations joined here, and is
- * fetched again after every reconnect. Every listed conversation is joined (up to the server's 100
+ * fetched again after every reconnect (and every few seconds while the server has sent no
+ * `conversation` frame, which is how a conversation we were added to appears). Every listed conversation is joined (up to the server's 100
  * per socket), from the last seq the list showed, so nothing between the fetch and the join is missed.
  */
 import { h, mount, formatTime, perFrame } from "../dom.js";
 import { newConversationDialog } from "./dialogs.js";
 
 const MAX_JOINED = 100;
+/** Without `conversation` frames a conversation someone adds us to shows up on the next fetch. */
+const POLL_MS = 5000;
 const PREVIEW_CHARS = 140;
 
 export class Sidebar {
@@ -29,10 +32,18 @@ export class Sidebar {
     client.on("read", (f) => this._onRead(f));
     client.on("left", (f) => { this.items.delete(f.conversation_id); this.render(); });
     client.on("state", (s) => { if (s === "open" && this.loaded) this.load(); });
+    this.poll = setInterval(() => {
+      if (!this.serverSendsListChanges && client.state === "open" && document.visibilityState === "visible") this.load();
+    }, POLL_MS);
   }
 
   async load() {
     const page = await this.client.api("GET", `/api/conversations?limit=${MAX_JOINED}`);
+    if (this.selected && this.items.has(this.selected)) {
+      // The open conversation is read as it arrives; a list fetched meanwhile may not know yet.
+      const open = page.items.find((c) => c.id === this.selected);
+      if (open) open.unread_count = Math.min(open.unread_count, this.items.get(this.selected).unread_count);
+    }
     this.items = new Map(page.items.map((c) => [c.id, c]));
     this.loaded = true;
     for (const c of page.items) {
@@ -74,6 +85,7 @@ export class Sidebar {
   }
 
   _onConversation(f) {
+    this.serverSendsListChanges = true;
     const fresh = !this.items.has(f.id);
     this.upsert(f);
     if (fresh && !f.title) this.load(); // a conversation we were just added to: get its title
