@@ -12,7 +12,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,7 +57,7 @@ def web_cluster(
 
 @pytest.fixture(scope="session")
 async def playwright() -> AsyncIterator[Playwright]:
-    if not Path(CHROMIUM).exists():
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once per session)
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
     async with async_playwright() as pw:
         yield pw
@@ -117,7 +116,9 @@ async def people(browser: Browser, web_cluster: Cluster) -> AsyncIterator[Open]:
 
     async def open_person(name: str, node: int = 0, viewport: dict[str, int] | None = None, **kw: Any) -> Person:
         context = await browser.new_context(
-            base_url=web_cluster.nodes[node].base_url, viewport=viewport or DESKTOP, **kw  # type: ignore[arg-type]
+            base_url=web_cluster.nodes[node].base_url,
+            viewport=viewport or DESKTOP,
+            **kw,  # type: ignore[arg-type]
         )
         await context.add_init_script(WATCH_SCRIPT)
         page = await context.new_page()
