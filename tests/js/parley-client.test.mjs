@@ -254,3 +254,21 @@ test("after a REST refresh an open socket is given the new token in a refresh fr
   assert.deepEqual(last(server).frames("refresh"), [{ type: "refresh", access_token: "a1" }]);
   client.disconnect();
 });
+
+test("a restarted answer (higher attempt) replaces the text shown; deltas of the old attempt are ignored", async () => {
+  const { client, server } = await signedIn();
+  const texts = [];
+  client.on("stream", (s) => texts.push(s.text));
+  client.join("c1");
+  client.connect();
+  await until(() => client.state === "open", "open");
+  const s = last(server);
+  const delta = (attempt, index, d) => ({ type: "stream", conversation_id: "c1", reply_id: "r1", attempt, index, delta: d });
+  s.frame(delta(1, 0, "Half an ans"));
+  s.frame(delta(2, 0, "A whole"));
+  s.frame(delta(1, 1, "wer"));
+  s.frame(delta(2, 1, " answer"));
+  assert.deepEqual(texts, ["Half an ans", "A whole", "A whole answer"]);
+  assert.deepEqual(client.streaming(), [{ reply_id: "r1", conversation_id: "c1", text: "A whole answer" }]);
+  client.disconnect();
+});

@@ -511,16 +511,21 @@ export class ParleyClient {
 
   _onStream(frame) {
     if (this.ended.has(frame.reply_id)) return;
+    const attempt = frame.attempt ?? 1;
     let r = this.replies.get(frame.reply_id);
-    if (!r) {
-      r = { conversationId: frame.conversation_id, text: "", next: 0, resumeAskedAt: -1 };
+    if (!r || attempt > r.attempt) {
+      // A new reply, or the answer restarted after a worker crash: the new attempt starts from index 0.
+      r = { conversationId: frame.conversation_id, attempt, text: "", next: 0, resumeAskedAt: -1 };
       this.replies.set(frame.reply_id, r);
     }
+    if (attempt < r.attempt) return; // a late delta of an abandoned attempt
     if (frame.index < r.next) return; // a replayed delta we have
     if (frame.index > r.next) return this._resume(frame.reply_id, r); // joined mid-answer, or a gap
     r.text += frame.delta;
     r.next += 1;
-    this.emit("stream", { reply_id: frame.reply_id, conversation_id: r.conversationId, index: frame.index, delta: frame.delta, text: r.text });
+    this.emit("stream", {
+      reply_id: frame.reply_id, conversation_id: r.conversationId, attempt, index: frame.index, delta: frame.delta, text: r.text,
+    });
   }
 
   _resume(replyId, r) {

@@ -51,7 +51,10 @@ expect.set_options(timeout=15_000)
 def web_cluster(
     e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    with running_cluster(e2e_database_url, e2e_redis, tmp_path_factory.mktemp("web-logs")) as built:
+    admin = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    with running_cluster(
+        e2e_database_url, e2e_redis, tmp_path_factory.mktemp("web-logs"), PARLEY_ADMIN_EMAILS=admin
+    ) as built:
         yield built
 
 
@@ -114,7 +117,9 @@ Open = Any  # the factory below: await people("Ann", node=0)
 async def people(browser: Browser, web_cluster: Cluster) -> AsyncIterator[Open]:
     made: list[Person] = []
 
-    async def open_person(name: str, node: int = 0, viewport: dict[str, int] | None = None, **kw: Any) -> Person:
+    async def open_person(
+        name: str, node: int = 0, viewport: dict[str, int] | None = None, email: str | None = None, **kw: Any
+    ) -> Person:
         context = await browser.new_context(
             base_url=web_cluster.nodes[node].base_url,
             viewport=viewport or DESKTOP,
@@ -122,7 +127,7 @@ async def people(browser: Browser, web_cluster: Cluster) -> AsyncIterator[Open]:
         )
         await context.add_init_script(WATCH_SCRIPT)
         page = await context.new_page()
-        person = Person(name, f"{name.lower()}-{uuid.uuid4().hex[:8]}@example.com", context, page)
+        person = Person(name, email or f"{name.lower()}-{uuid.uuid4().hex[:8]}@example.com", context, page)
         page.on("console", lambda m: person.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: person.console_errors.append(f"pageerror: {e}"))
         made.append(person)
@@ -145,7 +150,8 @@ async def sign_up(person: Person) -> None:
     await expect(page.get_by_role("status", name="Connection")).to_have_text("Connected")
 
 
-async def start_conversation(owner: Person, title: str, *others: Person, assistant: bool = False) -> None:
+async def start_conversation(owner: Person, title: str, *others: Person, assistant: bool = False) -> str:
+    """Through the UI; returns the new conversation's id."""
     page = owner.page
     await page.get_by_role("button", name="New conversation").click()
     dialog = page.get_by_role("dialog", name="New conversation")
@@ -156,3 +162,4 @@ async def start_conversation(owner: Person, title: str, *others: Person, assista
     await dialog.get_by_role("button", name="Create").click()
     await expect(page.get_by_role("heading", name=title)).to_be_visible()
     await expect(dialog).to_have_count(0)
+    return page.url.split("#/c/")[1]

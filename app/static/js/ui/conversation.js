@@ -72,6 +72,7 @@ export class ConversationView {
     } else {
       this._scrollToEnd();
     }
+    performance.mark("parley:conversation-ready"); // the chat view is usable: history shown, composer live
   }
 
   // -- layout ---------------------------------------------------------------------------------------

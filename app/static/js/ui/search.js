@@ -6,14 +6,18 @@ import { h, mount, formatTime } from "../dom.js";
 
 const MODES = [["hybrid", "Hybrid"], ["text", "Words"], ["semantic", "Meaning"]];
 
-/** Highlighted snippets mark hits with <b>…</b> (PostgreSQL's ts_headline); shown as <mark>, as text. */
-function snippet(text) {
-  const out = [];
-  text.split(/(<b>.*?<\/b>)/g).forEach((part) => {
-    const m = /^<b>(.*)<\/b>$/.exec(part);
-    out.push(m ? h("mark", {}, m[1]) : part);
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&#x27;": "'" };
+const unescape = (s) => s.replace(/&(?:amp|lt|gt|quot|#39|#x27);/g, (e) => ENTITIES[e]);
+
+/**
+ * A snippet is the message text HTML-escaped with query words in <mark>…</mark>. It is never parsed
+ * as HTML: the marks become <mark> elements and everything else text, so only the marks survive.
+ */
+function snippet(html) {
+  return html.split(/(<mark>.*?<\/mark>)/gs).map((part) => {
+    const m = /^<mark>(.*)<\/mark>$/s.exec(part);
+    return m ? h("mark", {}, unescape(m[1])) : unescape(part);
   });
-  return out;
 }
 
 export function renderSearch(pane, client, params) {
@@ -37,11 +41,11 @@ async function run(client, results, q, mode) {
     const hits = page.items ?? [];
     if (!hits.length) return mount(results, h("p", { class: "empty" }, "Nothing found."));
     mount(results, h("ul", { class: "hits", "aria-label": "Results" }, hits.map((hit) => {
-      const m = hit.message ?? hit;
-      const title = hit.conversation_title ?? hit.title ?? "conversation";
+      const m = hit.message;
+      const title = hit.conversation_title;
       return h("li", {}, h("a", { href: `#/c/${m.conversation_id}/${m.seq}` },
         h("div", { class: "where" }, `${title} · #${m.seq} · ${formatTime(m.created_at)}`),
-        h("div", {}, snippet(hit.snippet ?? hit.highlight ?? m.text))));
+        h("div", {}, hit.snippet ? snippet(hit.snippet) : m.text)));
     })));
   } catch (err) {
     mount(results, h("p", { class: "form-error", role: "alert" }, err.status === 404 ? "Search is not available on this server." : err.message));

@@ -86,6 +86,11 @@ export class Sidebar {
 
   _onConversation(f) {
     this.serverSendsListChanges = true;
+    if (f.removed) {
+      this.items.delete(f.id);
+      this.client.leave(f.id);
+      return this.render();
+    }
     const fresh = !this.items.has(f.id);
     this.upsert(f);
     if (fresh && !f.title) this.load(); // a conversation we were just added to: get its title
