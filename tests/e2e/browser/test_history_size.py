@@ -62,7 +62,9 @@ async def cold_open(browser: Browser, person: Person, node_url: str, conversatio
     try:
         page = await context.new_page()
         await page.goto(f"/#/c/{conversation_id}")
-        await expect(page.locator(".messages article.msg")).to_have_count(PAGE)  # (CSP forbids wait_for_function's eval)
+        await expect(page.locator(".messages article.msg")).to_have_count(
+            PAGE
+        )  # (CSP forbids wait_for_function's eval)
         while not await page.evaluate("performance.getEntriesByName('parley:conversation-ready').length"):
             await asyncio.sleep(0.05)
         figures: dict[str, Any] = await page.evaluate(MEASURE)

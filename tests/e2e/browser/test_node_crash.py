@@ -13,9 +13,7 @@ from tests.e2e.browser.conftest import Open, Person, start_conversation
 from tests.e2e.cluster import Cluster
 
 
-async def test_killing_the_node_of_someone_typing_loses_and_doubles_nothing(
-    people: Open, web_cluster: Cluster
-) -> None:
+async def test_killing_the_node_of_someone_typing_loses_and_doubles_nothing(people: Open, web_cluster: Cluster) -> None:
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Outage", bob)

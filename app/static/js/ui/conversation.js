@@ -71,6 +71,7 @@ export class ConversationView {
       hit?.focus({ preventScroll: true });
     } else {
       this._scrollToEnd();
+      this.input.focus({ preventScroll: true });
     }
     performance.mark("parley:conversation-ready"); // the chat view is usable: history shown, composer live
   }
@@ -92,7 +93,7 @@ export class ConversationView {
       this.olderButton, this.list, this.streamBox, this.pendingBox, this.newerButton);
     this.history.addEventListener("scroll", () => this._onScroll());
     this.typingLine = h("div", { class: "typing", "aria-live": "polite" });
-    this.input = h("textarea", { "aria-label": "Message", placeholder: "Write a message (Enter sends, Shift+Enter for a new line)", rows: 1, maxlength: 4000 });
+    this.input = h("textarea", { "aria-label": "Message", placeholder: "Write a message… (Shift+Enter: new line)", rows: 1, maxlength: 4000 });
     this.input.addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); this._submit(); }
     });

@@ -57,19 +57,23 @@ export class Sidebar {
     this.render();
   }
 
-  /** The open conversation was read up to `seq`. */
+  /**
+   * The conversation was read up to `seq` (here or on another device). Read cursors only move
+   * forward, and an echo of an older `read` can arrive after a newer message: keep the furthest.
+   */
   markRead(id, seq) {
     const c = this.items.get(id);
     if (!c) return;
-    const unread = Math.max(0, (c.last_message?.seq ?? 0) - seq);
-    if (unread !== c.unread_count) { c.unread_count = unread; this.render(); }
+    c.read_seq = Math.max(c.read_seq ?? 0, seq);
+    const unread = Math.max(0, (c.last_message?.seq ?? 0) - c.read_seq);
+    if (unread < c.unread_count) { c.unread_count = unread; this.render(); }
   }
 
   /** Add or update a conversation; a new one is joined from `afterSeq` (default: its last message). */
   upsert(conversation, afterSeq = null) {
     const known = this.items.get(conversation.id);
-    const { id, title, last_message, unread_count, updated_at } = { ...known, ...conversation };
-    this.items.set(id, { id, title, last_message: last_message ?? null, unread_count: unread_count ?? 0, updated_at });
+    const { id, title, last_message, unread_count, updated_at, read_seq } = { ...known, ...conversation };
+    this.items.set(id, { id, title, last_message: last_message ?? null, unread_count: unread_count ?? 0, updated_at, read_seq });
     if (this.client.lastSeq(id) == null) this.client.join(id, { afterSeq: afterSeq ?? last_message?.seq ?? 0 });
     this.render();
   }
@@ -81,6 +85,7 @@ export class Sidebar {
     c.last_message = { seq: m.seq, preview: m.text.slice(0, PREVIEW_CHARS), sender_id: m.sender_id, role: m.role, created_at: m.created_at };
     c.updated_at = m.created_at;
     if (m.sender_id !== this.me.id) c.unread_count = (c.unread_count ?? 0) + 1;
+    else { c.read_seq = m.seq; c.unread_count = 0; } // posting moves your read cursor to your message
     this.render();
   }
 
