@@ -62,10 +62,10 @@ async def cold_open(browser: Browser, person: Person, node_url: str, conversatio
     try:
         page = await context.new_page()
         await page.goto(f"/#/c/{conversation_id}")
-        await expect(page.locator(".messages article.msg")).to_have_count(
-            PAGE
-        )  # (CSP forbids wait_for_function's eval)
-        while not await page.evaluate("performance.getEntriesByName('parley:conversation-ready').length"):
+        # Polled from here: the page's CSP forbids the eval that wait_for_function uses.
+        await expect(page.locator(".messages article.msg")).to_have_count(PAGE)
+        ready = "performance.getEntriesByName('parley:conversation-ready').length"
+        while not await page.evaluate(ready):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         figures: dict[str, Any] = await page.evaluate(MEASURE)
         older = page.get_by_role("button", name="Load older messages")
