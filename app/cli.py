@@ -16,9 +16,7 @@ log = logging.getLogger("parley.cli")
 
 #: Roles that a later issue builds. They refuse to run rather than pretend.
 NOT_BUILT: dict[str, str] = {
-    "projector": "the read-model projector (flow 4) is not built yet",
     "worker": "the arq worker (assistant replies and embeddings, flow 5) is not built yet",
-    "projections": "projection rebuilds come with the read-model projector, which is not built yet",
 }
 
 
@@ -62,6 +60,29 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from workers.outbox_relay import main as relay_main
 
     asyncio.run(relay_main(_settings()))
+    return 0
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from workers.projector import main as projector_main
+
+    asyncio.run(projector_main(_settings()))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from infrastructure.bootstrap import bootstrap
+    from workers.projector_rebuild import progress_printer, rebuild
+
+    async def run() -> int:
+        services = await bootstrap(_settings())
+        try:
+            return await rebuild(services, progress_printer())
+        finally:
+            await services.close()
+
+    count = asyncio.run(run())
+    print(f"read models rebuilt for {count} conversations")
     return 0
 
 
@@ -139,11 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     streams.add_argument("--json", action="store_true", help="machine-readable output")
     streams.set_defaults(run=cmd_streams)
 
-    for name in ("projector", "worker"):
+    sub.add_parser("projector", help="keep the read models (conversation lists, unread, stats; flow 4)").set_defaults(
+        run=cmd_projector
+    )
+    for name in ("worker",):
         sub.add_parser(name, help=f"(not built yet) {NOT_BUILT[name]}").set_defaults(run=_not_built(name))
-    projections = sub.add_parser("projections", help="(not built yet) rebuild read models")
+    projections = sub.add_parser("projections", help="recompute every read model from the write tables")
     projections.add_argument("action", choices=["rebuild"])
-    projections.set_defaults(run=_not_built("projections"))
+    projections.set_defaults(run=cmd_rebuild)
 
     users = sub.add_parser("users", help="manage users")
     users_sub = users.add_subparsers(dest="users_command", required=True)

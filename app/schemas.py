@@ -140,6 +140,8 @@ class ReadCursorBody(_Request):
 class ReadCursorRead(msgspec.Struct, kw_only=True):
     conversation_id: UUID
     seq: int
+    #: The reader's unread count in this conversation after the move (what the next list GET shows).
+    unread_count: int = 0
 
 
 class UnreadRead(msgspec.Struct, kw_only=True):

@@ -63,6 +63,22 @@ class ReadCursorMoved(_Event, frozen=True, kw_only=True, tag="read_cursor_moved"
     seq: int
 
 
+class AssistantUsageRecorded(_Event, frozen=True, kw_only=True, tag="assistant_usage_recorded"):
+    """An LLM call made for a conversation, with what it cost (the assistant emits it with its reply;
+    the projector adds it to the daily statistics, once per ``event_id``). ``occurred_at`` is when the
+    call finished; ``user_id`` is whose message triggered it (None: no user, e.g. a summary)."""
+
+    conversation_id: UUID
+    user_id: UUID | None
+    reply_id: UUID | None = None
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    #: US dollars, as the provider's price list says at the time of the call.
+    cost: float
+
+
 Event = (
     MessagePosted
     | ConversationCreated
@@ -71,6 +87,7 @@ Event = (
     | ParticipantAdded
     | ParticipantRemoved
     | ReadCursorMoved
+    | AssistantUsageRecorded
 )
 
 _encoder = msgspec.json.Encoder()

@@ -49,6 +49,14 @@ class RedisSettings:
     stream_maxlen: int = setting(
         "PARLEY_STREAM_MAXLEN", 100_000, "approximate cap per shard stream; size it from the consumer lag you tolerate."
     )
+    claim_idle_ms: int = setting(
+        "PARLEY_CLAIM_IDLE_MS",
+        30_000,
+        "shared consumer groups (projector) take over entries another consumer left pending this long.",
+    )
+    max_deliveries: int = setting(
+        "PARLEY_MAX_DELIVERIES", 5, "deliveries after which a failing entry moves to the dead-letter stream."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

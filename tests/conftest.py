@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from infrastructure.db.tables import metadata
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, start_postgres, start_redis
 from infrastructure.migrate import upgrade_head
 from infrastructure.settings import AuthSettings, DatabaseSettings, RedisSettings, Settings, async_database_url
@@ -89,7 +90,7 @@ def settings(database_url: str, redis_server: EmbeddedRedis) -> Settings:
     )
 
 
-TABLES = ["outbox", "messages", "participants", "conversations", "refresh_tokens", "revoked_tokens", "users"]
+TABLES = list(metadata.tables)
 
 
 @pytest.fixture

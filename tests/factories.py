@@ -9,7 +9,7 @@ from polyfactory.factories.msgspec_factory import MsgspecFactory
 
 from app.schemas import ConversationCreate, MessageCreate, RegisterBody
 from domain import commands, events
-from domain.values import AssistantSettings, Message, MessageRole
+from domain.values import AssistantSettings, Message, MessageRole, User, UserRole
 
 
 class RegisterBodyFactory(MsgspecFactory[RegisterBody]):
@@ -53,3 +53,11 @@ class MessageFactory(MsgspecFactory[Message]):
 def message_posted(**message_fields: object) -> events.MessagePosted:
     message = MessageFactory.build(**message_fields)
     return events.MessagePosted(event_id=uuid.uuid4(), occurred_at=message.created_at, message=message)
+
+
+class UserFactory(MsgspecFactory[User]):
+    """A user row for tests that seed the database directly (no password: they never log in)."""
+
+    email = Use(lambda: f"seed-{uuid.uuid4().hex[:12]}@example.com")
+    name = Use(lambda: f"Seed {uuid.uuid4().hex[:6]}")
+    role = UserRole.USER

@@ -19,18 +19,17 @@ import signal
 import time
 
 import asyncpg
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import RedisError
 
 from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
-from infrastructure.db.unit_of_work import OUTBOX_CHANNEL
+from infrastructure.db import outbox
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
+from infrastructure.stream_metrics import BACKLOG
 
 log = logging.getLogger("parley.relay")
 
-#: Advisory-lock namespace (first key of the two-int form); the second key is the shard number.
-LOCK_NAMESPACE = 0x5041524C  # "PARL"
 #: Rows per batch: large enough to amortise the round trips, small enough to keep transactions short.
 BATCH_SIZE = 500
 #: Safety-net poll when no NOTIFY arrives (lost notification, rows left by a crashed relay).
@@ -38,32 +37,6 @@ POLL_SECONDS = 1.0
 
 PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
 BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
-BACKLOG = Gauge("parley_outbox_backlog", "Outbox rows not yet published (sampled by the relay)")
-
-# One statement: lock the shards no other relay holds (transaction-scoped, released at commit), take
-# the oldest rows of those shards out of the outbox, and let this transaction commit asynchronously.
-# The rows come back if the transaction does not commit (Redis refused the XADD, the relay died).
-# An asynchronous commit is enough: if a crash loses it, the rows are published again and consumers
-# absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock calls out of the
-# outer plan, and RETURNING has no order, so the caller sorts by id.
-_CLAIM = """
-    WITH async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),
-    mine AS MATERIALIZED (
-        SELECT s FROM generate_series(0, $1::int - 1) AS s
-        WHERE pg_try_advisory_xact_lock($2::int, s)
-    ),
-    claimed AS (
-        DELETE FROM outbox WHERE id IN (
-            SELECT id FROM outbox
-            WHERE shard IN (SELECT s FROM mine)
-            ORDER BY id
-            LIMIT $3
-            FOR UPDATE SKIP LOCKED
-        )
-        RETURNING id, shard, event_type, payload
-    )
-    SELECT claimed.* FROM claimed, async_commit
-"""
 
 
 class OutboxRelay:
@@ -83,13 +56,9 @@ class OutboxRelay:
         settings = self._services.settings
         started = time.perf_counter()
         async with self._services.pg.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_CLAIM, settings.redis.shard_count, LOCK_NAMESPACE, self._batch_size)
-            if not rows:
+            batch = await outbox.claim(conn, shard_count=settings.redis.shard_count, limit=self._batch_size)
+            if not batch:
                 return 0
-            batch = sorted(
-                (streams.OutboxEntry(r["id"], r["shard"], r["event_type"], r["payload"]) for r in rows),
-                key=lambda e: e.id,
-            )
             await streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
         PUBLISHED.inc(len(batch))
         BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -113,8 +82,8 @@ class OutboxRelay:
                 # LISTEN holds session state: a connection of its own, never the pool's.
                 listener = await asyncpg.connect(asyncpg_dsn(self._services.settings))
                 try:
-                    await listener.add_listener(OUTBOX_CHANNEL, self._on_notify)
-                    log.info("relay listening on %s", OUTBOX_CHANNEL)
+                    await listener.add_listener(outbox.CHANNEL, self._on_notify)
+                    log.info("relay listening on %s", outbox.CHANNEL)
                     while not self._stopping.is_set():
                         await self.drain()
                         backoff = 0.1
@@ -136,7 +105,7 @@ class OutboxRelay:
             await self._sample_backlog()
 
     async def _sample_backlog(self) -> None:
-        BACKLOG.set(await self._services.pg.fetchval("SELECT count(*) FROM outbox"))
+        BACKLOG.set((await outbox.backlog(self._services.pg)).rows)
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -28,6 +28,7 @@ from domain.errors import InvalidInput, NotAParticipant, NotFound
 from domain.values import AssistantSettings, MemberRole, Message
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
+from infrastructure.read_cursor import apply_read_cursor
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="page size")]
 SeqParam = Annotated[int | None, QueryParameter(ge=0, le=2**62)]
@@ -58,7 +59,7 @@ async def _read(services: Services, conversation_id: UUID, user_id: UUID) -> Con
         created_at=conv.created_at,
         updated_at=conv.updated_at,
         role=conv.viewer_role,
-        participants=await views.participants_of(services.engine, conv.id),
+        participants=await views.participants_of(services.engine, conv.id, user_id),
     )
 
 
@@ -80,7 +81,7 @@ class ConversationController(Controller):
     async def list_conversations(
         self, services: ServicesDep, user: UserDep, limit: Limit = 50, cursor: FromQuery[str | None] = None
     ) -> views.Page[views.ConversationSummary]:
-        return await views.list_conversations(services.engine, user.id, limit=limit, cursor=cursor)
+        return await views.list_conversations(services.pg, user.id, limit=limit, cursor=cursor)
 
     @post("/", status_code=HTTP_201_CREATED, operation_id="CreateConversation")
     async def create_conversation(
@@ -128,7 +129,7 @@ class ConversationController(Controller):
         self, conversation_id: FromPath[UUID], services: ServicesDep, user: UserDep
     ) -> ParticipantList:
         await require_member(services, conversation_id, user.id)
-        return ParticipantList(items=await views.participants_of(services.engine, conversation_id))
+        return ParticipantList(items=await views.participants_of(services.engine, conversation_id, user.id))
 
     @post("/{conversation_id:uuid}/participants", status_code=HTTP_201_CREATED, operation_id="AddParticipants")
     async def add_participants(
@@ -141,7 +142,7 @@ class ConversationController(Controller):
             conversation_id=conversation_id, actor_id=user.id, user_ids=data.all_ids() + by_email
         )
         await handlers.add_participants(cmd, services.uow(), services.clock, services.settings.limits)
-        return ParticipantList(items=await views.participants_of(services.engine, conversation_id))
+        return ParticipantList(items=await views.participants_of(services.engine, conversation_id, user.id))
 
     @delete(
         "/{conversation_id:uuid}/participants/{user_id:uuid}",
@@ -195,7 +196,7 @@ class ConversationController(Controller):
     ) -> views.Page[Message]:
         await require_member(services, conversation_id, user.id)
         return await views.message_page(
-            services.engine, conversation_id, after_seq=after_seq, before_seq=before_seq, limit=limit
+            services.engine, conversation_id, user.id, after_seq=after_seq, before_seq=before_seq, limit=limit
         )
 
     @put("/{conversation_id:uuid}/read", operation_id="MarkRead")
@@ -204,4 +205,5 @@ class ConversationController(Controller):
     ) -> ReadCursorRead:
         cmd = commands.MarkRead(conversation_id=conversation_id, user_id=user.id, seq=data.seq)
         seq = await handlers.mark_read(cmd, services.uow(), services.clock)
-        return ReadCursorRead(conversation_id=conversation_id, seq=seq)
+        unread = await apply_read_cursor(services, conversation_id, user.id)
+        return ReadCursorRead(conversation_id=conversation_id, seq=seq, unread_count=unread)

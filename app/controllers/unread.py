@@ -1,4 +1,4 @@
-"""Unread counts across the caller's conversations: /api/unread."""
+"""Unread counts across the caller's conversations, from the read model: /api/unread."""
 
 from __future__ import annotations
 
@@ -16,5 +16,5 @@ class UnreadController(Controller):
 
     @get("/", operation_id="GetUnread")
     async def unread(self, services: ServicesDep, user: UserDep) -> UnreadRead:
-        counts = await views.unread_counts(services.engine, user.id)
+        counts = await views.unread_counts(services.pg, user.id)
         return UnreadRead(total=sum(counts.values()), conversations={str(k): v for k, v in counts.items()})

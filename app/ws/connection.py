@@ -19,7 +19,7 @@ from uuid import UUID
 
 from litestar import WebSocket
 
-from app.ws import frames
+from app.ws import frames, metrics
 from domain.values import Message
 
 log = logging.getLogger("parley.ws")
@@ -94,6 +94,7 @@ class Connection:
             while True:
                 item = await self._queue.get()
                 if isinstance(item, Close):
+                    metrics.CLOSES.labels(str(item.code)).inc()
                     await self.socket.close(code=item.code, reason=item.reason)
                     return
                 if isinstance(item, str):
@@ -134,3 +135,4 @@ class Connection:
     async def _send(self, data: str) -> None:
         await self.socket.send_data(data, mode="text")
         self.sent_frames += 1
+        metrics.FRAMES_OUT.inc()

@@ -1,15 +1,19 @@
-"""WebSocket frames (protocol.md "WebSocket"): client frames decoded as one tagged union, server frames
-encoded once per event and node, not once per socket."""
+"""WebSocket frames (docs/protocol.md "WebSocket"): client frames decoded as one tagged union, server
+frames as another (``ServerFrame``) encoded once per event and node, not once per socket. Both unions
+are the single source for the protocol's docs and for generated clients."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 
+from app.ws import metrics
 from domain.errors import DomainError
-from domain.values import Message
+from domain.values import Message, MessageRole
+from infrastructure.db.views import LastMessage
 
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
@@ -76,30 +80,162 @@ def decode(data: str | bytes) -> ClientFrame:
     try:
         frame: ClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
+        metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError(str(exc)) from exc
     except msgspec.DecodeError as exc:
+        metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError("frame is not a JSON object") from exc
+    metrics.FRAMES_IN.labels(frame.__struct_config__.tag).inc()
     return frame
 
 
+# -- server -> client ------------------------------------------------------------------------------
+# Every frame the server sends is one of these tagged structs (``type`` is the tag), encoded once per
+# event and node with ``encode`` and sent as the same ``str`` to every socket it concerns.
+
+
+class _ServerFrame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class MessageFrame(_ServerFrame, frozen=True, kw_only=True, tag="message"):
+    """A message (the stored shape); ``sender_id`` and ``client_msg_id`` are null, never absent."""
+
+    id: UUID
+    conversation_id: UUID
+    seq: int
+    sender_id: UUID | None
+    role: MessageRole
+    text: str
+    client_msg_id: str | None
+    created_at: datetime
+
+
+class Joined(_ServerFrame, frozen=True, kw_only=True, tag="joined"):
+    conversation_id: UUID
+    last_seq: int
+
+
+class Left(_ServerFrame, frozen=True, kw_only=True, tag="left"):
+    conversation_id: UUID
+    #: Set when the server ended the subscription (removed from the conversation, deleted).
+    reason: str | None = None
+
+
+class Ack(_ServerFrame, frozen=True, kw_only=True, tag="ack"):
+    client_msg_id: str
+    status: Literal["accepted", "duplicate"]
+    id: UUID
+    seq: int
+    conversation_id: UUID
+
+
+class ReadReceipt(_ServerFrame, frozen=True, kw_only=True, tag="read"):
+    conversation_id: UUID
+    user_id: UUID
+    seq: int
+
+
+class TypingNotice(_ServerFrame, frozen=True, kw_only=True, tag="typing"):
+    conversation_id: UUID
+    user_id: UUID
+    active: bool
+
+
+class PresenceNotice(_ServerFrame, frozen=True, kw_only=True, tag="presence"):
+    user_id: UUID
+    status: str
+
+
+class ConversationChanged(_ServerFrame, frozen=True, kw_only=True, tag="conversation"):
+    """The receiving user's conversation list changed (sent to all their sockets, joined or not);
+    the same shape as an item of ``GET /api/conversations``. ``removed``: it left their list."""
+
+    id: UUID
+    title: str
+    last_message: LastMessage | None
+    unread_count: int
+    updated_at: datetime
+    removed: bool = False
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+
+
+class StreamDelta(_ServerFrame, frozen=True, kw_only=True, tag="stream"):
+    """A piece of an assistant answer being written (``index`` counts deltas from 0)."""
+
+    conversation_id: UUID
+    reply_id: UUID
+    index: int
+    delta: str
+
+
+class StreamEnd(_ServerFrame, frozen=True, kw_only=True, tag="stream_end"):
+    conversation_id: UUID
+    reply_id: UUID
+    message_id: UUID | None = None
+    seq: int | None = None
+    cancelled: bool
+    usage: Usage
+
+
+class Refreshed(_ServerFrame, frozen=True, kw_only=True, tag="refreshed"):
+    expires_in: int
+
+
+class Pong(_ServerFrame, frozen=True, kw_only=True, tag="pong"):
+    pass
+
+
+class ErrorFrame(_ServerFrame, frozen=True, kw_only=True, tag="error"):
+    code: str
+    message: str
+    ref: str | None = None
+
+
+ServerFrame = (
+    MessageFrame
+    | Joined
+    | Left
+    | Ack
+    | ReadReceipt
+    | TypingNotice
+    | PresenceNotice
+    | ConversationChanged
+    | StreamDelta
+    | StreamEnd
+    | Refreshed
+    | Pong
+    | ErrorFrame
+)
+
+
+def encode(frame: ServerFrame) -> str:
+    """Frames are ``str`` because WebSocket text frames are; build once, send to every socket."""
+    return _encoder.encode(frame).decode()
+
+
 def message_frame(message: Message) -> str:
-    """``{"type": "message", ...message}``: built around the encoded message, so it is encoded once.
-
-    Frames are ``str`` because WebSocket text frames are; the hub builds one per event and node and
-    every socket's writer sends that same object."""
-    body = _encoder.encode(message)
-    return '{"type":"message",' + body[1:].decode()
-
-
-def frame(kind: str, **fields: Any) -> str:
-    return _encoder.encode({"type": kind, **fields}).decode()
+    return encode(
+        MessageFrame(
+            id=message.id,
+            conversation_id=message.conversation_id,
+            seq=message.seq,
+            sender_id=message.sender_id,
+            role=message.role,
+            text=message.text,
+            client_msg_id=message.client_msg_id,
+            created_at=message.created_at,
+        )
+    )
 
 
 def error_frame(code: str, message: str, ref: str | None = None) -> str:
-    fields: dict[str, Any] = {"code": code, "message": message}
-    if ref is not None:
-        fields["ref"] = ref
-    return frame("error", **fields)
+    metrics.ERRORS.labels(code).inc()
+    return encode(ErrorFrame(code=code, message=message, ref=ref))
 
 
 def domain_error_frame(exc: DomainError, ref: str | None = None) -> str:

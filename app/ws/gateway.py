@@ -19,7 +19,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.deps import bearer_token
-from app.ws import frames
+from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
 from app.ws.node import Node
@@ -27,6 +27,7 @@ from domain import commands, handlers
 from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
+from infrastructure.read_cursor import apply_read_cursor
 
 log = logging.getLogger("parley.ws.gateway")
 
@@ -71,7 +72,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
         return
     conn = Connection(
-        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, after, limit)
+        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit)
     )
     others = await node.presence.connect(user_id, conn.id)
     if others >= services.settings.limits.sockets_per_user:
@@ -84,6 +85,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
 
 async def _refuse(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
     """Accept then close, so the client sees the code (a refused handshake shows browsers nothing)."""
+    metrics.CLOSES.labels(str(code)).inc()
     await socket.accept()
     await socket.close(code=code, reason=reason)
 
@@ -176,12 +178,13 @@ class Session:
                 await self._join(frame)
             case frames.Leave(conversation_id=cid):
                 self.node.hub.unsubscribe(self.conn, cid)
-                self.conn.offer(frames.frame("left", conversation_id=str(cid)))
+                self.conn.offer(frames.encode(frames.Left(conversation_id=cid)))
             case frames.Send():
                 await self._send(frame)
             case frames.Read(conversation_id=cid, seq=seq):
                 cmd = commands.MarkRead(conversation_id=cid, user_id=self.conn.user_id, seq=seq)
                 await handlers.mark_read(cmd, self.services.uow(), self.services.clock)
+                await apply_read_cursor(self.services, cid, self.conn.user_id)
             case frames.Typing(conversation_id=cid, active=active):
                 if cid not in self.conn.cursors:
                     raise Forbidden("join the conversation before sending typing")
@@ -192,7 +195,7 @@ class Session:
             case frames.Cancel() | frames.Resume():
                 raise NotFound("no such reply: the assistant is not enabled on this server yet")
             case frames.Ping():
-                self.conn.offer(frames.frame("pong"))
+                self.conn.offer(frames.encode(frames.Pong()))
 
     async def _join(self, frame: frames.Join) -> None:
         cid = frame.conversation_id
@@ -208,7 +211,7 @@ class Session:
         hub.seen_seq[cid] = max(hub.seen_seq.get(cid, 0), last_seq)
         start = last_seq if frame.after_seq is None else min(frame.after_seq, last_seq)
         hub.subscribe(self.conn, cid, start)
-        self.conn.offer(frames.frame("joined", conversation_id=str(cid), last_seq=last_seq))
+        self.conn.offer(frames.encode(frames.Joined(conversation_id=cid, last_seq=last_seq)))
         if start < last_seq:
             self.conn.offer(CatchUp(cid))
 
@@ -222,13 +225,14 @@ class Session:
         )
         result = await handlers.post_message(cmd, self.services.uow(), self.services.clock, self.limits)
         self.conn.offer(
-            frames.frame(
-                "ack",
-                client_msg_id=frame.client_msg_id,
-                status="duplicate" if result.duplicate else "accepted",
-                id=str(result.message.id),
-                seq=result.message.seq,
-                conversation_id=str(frame.conversation_id),
+            frames.encode(
+                frames.Ack(
+                    client_msg_id=frame.client_msg_id,
+                    status="duplicate" if result.duplicate else "accepted",
+                    id=result.message.id,
+                    seq=result.message.seq,
+                    conversation_id=frame.conversation_id,
+                )
             )
         )
 

@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from uuid import UUID
 
-from app.ws import frames
+from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection, Live
 from domain import events
 
@@ -27,9 +27,11 @@ class Hub:
     def register(self, conn: Connection) -> None:
         self.connections.add(conn)
         self._by_user[conn.user_id].add(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
 
     def unregister(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        metrics.CONNECTIONS.set(len(self.connections))
         self._discard(self._by_user, conn.user_id, conn)
         for conversation_id in list(conn.cursors):
             self.unsubscribe(conn, conversation_id)
@@ -71,7 +73,7 @@ class Hub:
                     for conn in list(subscribers):
                         conn.offer(live)
             case events.ReadCursorMoved(conversation_id=cid, user_id=uid, seq=seq):
-                self.to_conversation(cid, frames.frame("read", conversation_id=str(cid), user_id=str(uid), seq=seq))
+                self.to_conversation(cid, frames.encode(frames.ReadReceipt(conversation_id=cid, user_id=uid, seq=seq)))
             case events.ParticipantRemoved(conversation_id=cid, user_id=uid):
                 self._evict(cid, {uid}, "removed from the conversation")
             case events.ConversationDeleted(conversation_id=cid, participant_ids=uids):
@@ -83,6 +85,11 @@ class Hub:
         for conn in list(self._by_conversation.get(conversation_id, ())):
             if conn.user_id != except_user:
                 conn.offer(data)
+
+    def to_user(self, user_id: UUID, data: str) -> None:
+        """Every local socket of the user, joined to anything or not (conversation-list changes)."""
+        for conn in list(self._by_user.get(user_id, ())):
+            conn.offer(data)
 
     def to_users_in(self, conversation_ids: list[UUID], data: str, *, except_user: UUID | None = None) -> None:
         """Once per socket joined to any of these conversations (presence of a shared member)."""
@@ -106,4 +113,4 @@ class Hub:
         for conn in list(self._by_conversation.get(conversation_id, ())):
             if conn.user_id in user_ids:
                 self.unsubscribe(conn, conversation_id)
-                conn.offer(frames.frame("left", conversation_id=str(conversation_id), reason=reason))
+                conn.offer(frames.encode(frames.Left(conversation_id=conversation_id, reason=reason)))

@@ -14,12 +14,14 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
-from app.ws.fanout import EventFanout, SignalFanout
+from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
+from infrastructure import stream_metrics
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
 from infrastructure.redis import groups, streams
 from infrastructure.redis.presence import Presence
+from infrastructure.streams_report import build_report
 
 log = logging.getLogger("parley.ws.node")
 
@@ -56,8 +58,11 @@ class Node:
             redis, self.hub, node_id=self.node_id, shard_count=self.services.settings.redis.shard_count
         )
         await fanout.setup()
+        await self._sample_metrics()
         signals = SignalFanout(redis, self.hub)
+        list_changes = ListChangeFanout(redis, self.hub)
         self._tasks = [
+            asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
@@ -107,8 +112,17 @@ class Node:
             self._epoch = epoch
             self.hub.resync_all()
         await self._check_lag()
+        await self._sample_metrics()
         if tick % JANITOR_EVERY_TICKS == 0:
             await groups.remove_dead_node_groups(redis, self.services.settings.redis.shard_count)
+
+    async def _sample_metrics(self) -> None:
+        """Stream, group, outbox and projector gauges for this node's /metrics (every node reports the
+        shared state, so any node's scrape shows it)."""
+        try:
+            stream_metrics.observe(await build_report(self.services))
+        except Exception as exc:  # metrics must never stop the node
+            log.warning("stream metrics not sampled: %s", exc)
 
     async def _check_lag(self) -> None:
         """Safety net for lost stream tails: a conversation whose Postgres seq stayed ahead of the stream

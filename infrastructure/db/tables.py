@@ -127,3 +127,89 @@ revoked_tokens = sa.Table(
     sa.Column("jti", sa.Text, primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+# -- read models (flow 4): written only by the projector, `parley projections rebuild` and the read-cursor
+# fast path; rebuilt from the tables above at any time. docs/analytics.md describes each for analysts.
+
+#: Conversations are never joined to these tables by foreign key: read models may briefly hold a row the
+#: write side already deleted (the projector removes it when the deletion event arrives).
+read_conversation_list = sa.Table(
+    "read_conversation_list",
+    metadata,
+    sa.Column("user_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("conversation_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    # The last message projected into this row (0: none yet) and its preview.
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_preview", sa.Text),
+    sa.Column("last_sender_id", pg.UUID(as_uuid=True)),
+    sa.Column("last_role", sa.Text),
+    sa.Column("last_message_at", sa.DateTime(timezone=True)),
+    sa.Column("read_seq", sa.BigInteger, nullable=False, server_default="0"),
+    # Messages after read_seq up to last_seq not sent by this user.
+    sa.Column("unread_count", sa.Integer, nullable=False, server_default="0"),
+    # Last activity: the last message's time, else the conversation's creation. The list's sort key.
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # A user's list page: most recent activity first, keyset on (updated_at, conversation_id).
+    sa.Index(
+        "ix_read_conversation_list_user_id_updated_at_conversation_id", "user_id", "updated_at", "conversation_id"
+    ),
+    # The projector updates every member's row of a conversation at once.
+    sa.Index("ix_read_conversation_list_conversation_id", "conversation_id"),
+    # GET /api/unread reads only the rows with something unread.
+    sa.Index("ix_read_conversation_list_unread", "user_id", postgresql_where=sa.text("unread_count > 0")),
+)
+
+#: Sum of a user's unread_count, kept by statement triggers on read_conversation_list (migration 0007).
+read_unread_totals = sa.Table(
+    "read_unread_totals",
+    metadata,
+    sa.Column("user_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("total", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+#: What the projector applied per conversation, written in the same transaction as the change it made:
+#: a message at or below applied_seq is a duplicate, one above applied_seq + 1 reveals a gap.
+projection_state = sa.Table(
+    "projection_state",
+    metadata,
+    sa.Column("conversation_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("applied_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+#: Messages per UTC day, conversation and sender (actor_id = the nil UUID for assistant/system messages).
+#: The analyst views stats_conversation_daily and stats_user_daily aggregate it.
+stats_daily_activity = sa.Table(
+    "stats_daily_activity",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("conversation_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("actor_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("messages", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_stats_daily_activity_actor_id_day", "actor_id", "day"),
+)
+
+#: LLM calls per UTC day, conversation, triggering user (nil UUID: none), provider and model.
+stats_llm_usage_daily = sa.Table(
+    "stats_llm_usage_daily",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("conversation_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("user_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("provider", sa.Text, primary_key=True),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("calls", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cost_usd", sa.Numeric(18, 6), nullable=False, server_default="0"),
+)
+
+#: Usage events already counted (their effect is additive, so they are deduplicated by event id).
+projected_usage_events = sa.Table(
+    "projected_usage_events",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("projected_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)

@@ -14,6 +14,7 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from domain import events
+from infrastructure.db import outbox
 from infrastructure.db.repositories import (
     PendingWrites,
     SqlConversationRepository,
@@ -22,16 +23,8 @@ from infrastructure.db.repositories import (
     SqlUserRepository,
 )
 
-#: The channel relays LISTEN on; the payload is empty (a relay drains every shard it owns).
-OUTBOX_CHANNEL = "parley_outbox"
-
-# All of a commit's events in one insert; unnest keeps array order, so outbox ids follow the order the
-# aggregates recorded their events in.
-_WRITE_OUTBOX = """
-    INSERT INTO outbox (event_type, shard, payload)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
-"""
-_NOTIFY_RELAYS = f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')"
+#: Kept for callers that LISTEN; the outbox's pieces live in ``infrastructure.db.outbox``.
+OUTBOX_CHANNEL = outbox.CHANNEL
 
 
 class SqlUnitOfWork:
@@ -73,14 +66,14 @@ class SqlUnitOfWork:
         recorded = [event for conv in self.conversations.seen for event in conv.events]
         if recorded:
             self._pending.add(
-                _WRITE_OUTBOX,
+                outbox.INSERT_SQL,
                 [events.type_name(e) for e in recorded],
                 [events.shard_for(e.conversation_id, self._shard_count) for e in recorded],
                 [events.encode(e) for e in recorded],
             )
         if self._pending:
             # Deferred writes, outbox rows and the relays' wake-up: one round trip.
-            sql, args = self._pending.statement(_NOTIFY_RELAYS if recorded else "SELECT 1")
+            sql, args = self._pending.statement(outbox.NOTIFY_SQL if recorded else "SELECT 1")
             await self._conn.execute(sql, *args)
         await self._tx.commit()
         self._tx = None

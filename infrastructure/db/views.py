@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+import asyncpg
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,8 +25,6 @@ from infrastructure.db.tables import conversations, messages, participants, user
 
 #: Message columns without the generated full-text column.
 MESSAGE_COLUMNS = [c for c in messages.c if c.name != "search"]
-
-PREVIEW_CHARS = 140
 
 T = TypeVar("T")
 
@@ -75,68 +75,66 @@ def decode_cursor(raw: str) -> _ListCursor:
         raise InvalidInput("cursor is not one this server issued") from exc
 
 
-async def list_conversations(
-    engine: AsyncEngine, user_id: UUID, *, limit: int, cursor: str | None
-) -> Page[ConversationSummary]:
-    """The caller's conversations, most recent activity first, keyset-paginated on (updated_at, id)."""
-    last = messages.alias("last")
-    me = participants.alias("me")
-    stmt = (
-        sa.select(
-            conversations.c.id,
-            conversations.c.title,
-            conversations.c.updated_at,
-            conversations.c.last_seq,
-            me.c.last_read_seq,
-            last.c.seq.label("last_seq_row"),
-            sa.func.left(last.c.text, PREVIEW_CHARS).label("preview"),
-            last.c.sender_id,
-            last.c.role,
-            last.c.created_at.label("last_created_at"),
+# The list and the unread counts read only the read model (``read_conversation_list``, kept by the
+# projector); the membership check rides along in the SQL (a primary-key probe per row returned), so a
+# row the projector has not yet removed is never shown to someone no longer in the conversation.
+_LIST_PAGE = """
+    SELECT r.conversation_id, r.title, r.last_seq, r.last_preview, r.last_sender_id, r.last_role,
+           r.last_message_at, r.unread_count, r.updated_at
+    FROM read_conversation_list r
+    WHERE r.user_id = $1
+      AND ($2::timestamptz IS NULL OR (r.updated_at, r.conversation_id) < ($2::timestamptz, $3::uuid))
+      AND EXISTS (SELECT 1 FROM participants p WHERE p.conversation_id = r.conversation_id AND p.user_id = $1)
+    ORDER BY r.updated_at DESC, r.conversation_id DESC
+    LIMIT $4
+"""
+
+
+def summary_from_row(row: Mapping[str, Any]) -> ConversationSummary:
+    last = None
+    if row["last_seq"]:
+        last = LastMessage(
+            seq=row["last_seq"],
+            preview=row["last_preview"] or "",
+            sender_id=row["last_sender_id"],
+            role=MessageRole(row["last_role"]),
+            created_at=row["last_message_at"],
         )
-        .select_from(
-            conversations.join(
-                me, sa.and_(me.c.conversation_id == conversations.c.id, me.c.user_id == user_id)
-            ).outerjoin(
-                last, sa.and_(last.c.conversation_id == conversations.c.id, last.c.seq == conversations.c.last_seq)
-            )
-        )
-        .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
-        .limit(limit + 1)
+    return ConversationSummary(
+        id=row["conversation_id"],
+        title=row["title"],
+        last_message=last,
+        unread_count=row["unread_count"],
+        updated_at=row["updated_at"],
     )
-    if cursor is not None:
-        after = decode_cursor(cursor)
-        stmt = stmt.where(sa.tuple_(conversations.c.updated_at, conversations.c.id) < (after.updated_at, after.id))
-    async with engine.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    items = [
-        ConversationSummary(
-            id=r.id,
-            title=r.title,
-            updated_at=r.updated_at,
-            unread_count=max(r.last_seq - r.last_read_seq, 0),
-            last_message=None
-            if r.last_seq_row is None
-            else LastMessage(
-                seq=r.last_seq_row,
-                preview=r.preview,
-                sender_id=r.sender_id,
-                role=MessageRole(r.role),
-                created_at=r.last_created_at,
-            ),
-        )
-        for r in rows[:limit]
-    ]
+
+
+async def list_conversations(
+    pool: asyncpg.Pool, user_id: UUID, *, limit: int, cursor: str | None
+) -> Page[ConversationSummary]:
+    """The caller's conversations from the read model, most recent activity first, keyset-paginated on
+    (updated_at, id). One index range scan of the caller's rows, whatever the size of their list."""
+    after = None if cursor is None else decode_cursor(cursor)
+    since, last_id = (None, None) if after is None else (after.updated_at, after.id)
+    rows = await pool.fetch(_LIST_PAGE, user_id, since, last_id, limit + 1)
+    items = [summary_from_row(r) for r in rows[:limit]]
     has_more = len(rows) > limit
     next_cursor = encode_cursor(_ListCursor(items[-1].updated_at, items[-1].id)) if has_more else None
     return Page(items=items, has_more=has_more, next_cursor=next_cursor)
 
 
-async def participants_of(engine: AsyncEngine, conversation_id: UUID) -> list[ParticipantView]:
+def _viewer_is_member(conversation_id: UUID, viewer_id: UUID) -> sa.ColumnElement[bool]:
+    """``EXISTS`` membership of the viewer: the condition every content query carries in its SQL."""
+    me = participants.alias("viewer")
+    return sa.exists().where(me.c.conversation_id == conversation_id, me.c.user_id == viewer_id)
+
+
+async def participants_of(engine: AsyncEngine, conversation_id: UUID, viewer_id: UUID) -> list[ParticipantView]:
+    """The members of a conversation, as ``viewer_id`` may see them: empty unless the viewer is one."""
     stmt = (
         sa.select(participants, users.c.name)
         .join(users, users.c.id == participants.c.user_id)
-        .where(participants.c.conversation_id == conversation_id)
+        .where(participants.c.conversation_id == conversation_id, _viewer_is_member(conversation_id, viewer_id))
         .order_by(participants.c.joined_at, participants.c.user_id)
     )
     async with engine.connect() as conn:
@@ -156,15 +154,16 @@ async def participants_of(engine: AsyncEngine, conversation_id: UUID) -> list[Pa
 async def message_page(
     engine: AsyncEngine,
     conversation_id: UUID,
+    viewer_id: UUID,
     *,
     after_seq: int | None,
     before_seq: int | None,
     limit: int,
 ) -> Page[Message]:
     """Messages ascending by seq. With only ``before_seq`` it returns the newest page before it
-    (scrolling back); otherwise the oldest page after ``after_seq`` (catching up). Membership is
-    checked by the caller (it owns the 403 vs 404 distinction)."""
-    cond = [messages.c.conversation_id == conversation_id]
+    (scrolling back); otherwise the oldest page after ``after_seq`` (catching up). Empty unless
+    ``viewer_id`` is a member now (the SQL says so; callers still check first to tell 403 from 404)."""
+    cond = [messages.c.conversation_id == conversation_id, _viewer_is_member(conversation_id, viewer_id)]
     if after_seq is not None:
         cond.append(messages.c.seq > after_seq)
     if before_seq is not None:
@@ -184,20 +183,26 @@ async def message_page(
     return Page(items=page, has_more=has_more, next_cursor=next_cursor)
 
 
-async def messages_after(engine: AsyncEngine, conversation_id: UUID, after_seq: int, limit: int) -> list[Message]:
-    """Replay for WS joins: the next ``limit`` messages after ``after_seq``."""
-    page = await message_page(engine, conversation_id, after_seq=after_seq, before_seq=None, limit=limit)
+async def messages_after(
+    engine: AsyncEngine, conversation_id: UUID, viewer_id: UUID, after_seq: int, limit: int
+) -> list[Message]:
+    """WS replay (join with after_seq, gap fill, resync): the next ``limit`` messages after ``after_seq``,
+    none once ``viewer_id`` is no longer a member (a removed member's socket catches up on nothing)."""
+    page = await message_page(engine, conversation_id, viewer_id, after_seq=after_seq, before_seq=None, limit=limit)
     return page.items
 
 
-async def unread_counts(engine: AsyncEngine, user_id: UUID) -> dict[UUID, int]:
-    stmt = (
-        sa.select(conversations.c.id, conversations.c.last_seq - participants.c.last_read_seq)
-        .join(participants, participants.c.conversation_id == conversations.c.id)
-        .where(participants.c.user_id == user_id, conversations.c.last_seq > participants.c.last_read_seq)
+async def unread_counts(pool: asyncpg.Pool, user_id: UUID) -> dict[UUID, int]:
+    """The caller's non-zero unread counts from the read model (the partial index of unread rows)."""
+    rows = await pool.fetch(
+        """SELECT r.conversation_id, r.unread_count FROM read_conversation_list r
+           WHERE r.user_id = $1 AND r.unread_count > 0
+             AND EXISTS (
+                 SELECT 1 FROM participants p WHERE p.conversation_id = r.conversation_id AND p.user_id = $1
+             )""",
+        user_id,
     )
-    async with engine.connect() as conn:
-        return {r[0]: int(r[1]) for r in (await conn.execute(stmt)).all()}
+    return {r[0]: int(r[1]) for r in rows}
 
 
 class Membership(msgspec.Struct, frozen=True):

@@ -26,6 +26,14 @@ PROJECTOR_GROUP = "projector"
 #: The assistant's consumer group: turns user messages into arq jobs.
 ASSISTANT_GROUP = "assistant"
 
+#: Entries a consumer group gave up on after too many deliveries (poison events), with their origin.
+DEAD_LETTER_STREAM = f"{PREFIX}:dead-letter"
+
+#: Conversation-list changes (read_models.Change, per user) the projector and the read-cursor fast path
+#: publish after commit; every WS node reads it (no group) and sends ``conversation`` frames to all the
+#: user's local sockets. Capped: a node that misses some only leaves badges stale until the next change.
+LIST_CHANGES_STREAM = f"{PREFIX}:list-changes"
+
 #: Ephemeral signals (typing, presence, read) skip the outbox: a small capped stream, no consumer groups.
 SIGNALS_STREAM = f"{PREFIX}:signals"
 

@@ -13,15 +13,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from infrastructure.db.outbox import OutboxRow
 from infrastructure.redis import keys
 
-
-@dataclass(frozen=True)
-class OutboxEntry:
-    id: int
-    shard: int
-    event_type: str
-    payload: bytes
+#: The relay publishes outbox rows; the name tests and older callers use.
+OutboxEntry = OutboxRow
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,7 @@ def all_streams(shard_count: int) -> list[str]:
     return [keys.events_stream(shard) for shard in range(shard_count)]
 
 
-async def publish(redis: Redis, entries: Sequence[OutboxEntry], *, maxlen: int) -> None:
+async def publish(redis: Redis, entries: Sequence[OutboxRow], *, maxlen: int) -> None:
     """XADD every entry, in order, in one round trip. ``MAXLEN ~`` keeps each shard bounded; anything
     trimmed before a consumer read it is recovered from Postgres by seq (see docs/architecture.md)."""
     pipe = redis.pipeline(transaction=False)

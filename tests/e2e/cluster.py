@@ -1,4 +1,5 @@
-"""Real processes for end-to-end tests: `parley api` nodes and `parley relay`, which tests may kill -9."""
+"""Real processes for end-to-end tests: `parley api` nodes, `parley relay` and `parley projector`, which tests
+may kill -9."""
 
 from __future__ import annotations
 
@@ -77,9 +78,13 @@ class Cluster:
     log_dir: Path
     nodes: list[Process] = field(default_factory=list)
     relay: Process | None = None
+    #: `parley projector` processes (none unless ``projectors=`` is given to ``build``).
+    projectors: list[Process] = field(default_factory=list)
 
     @classmethod
-    def build(cls, *, database_url: str, redis_url: str, log_dir: Path, jwt_secret: str, **extra: str) -> Cluster:
+    def build(
+        cls, *, database_url: str, redis_url: str, log_dir: Path, jwt_secret: str, projectors: int = 0, **extra: str
+    ) -> Cluster:
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -97,15 +102,22 @@ class Cluster:
                 Process(f"api{i}", ["api", "--port", str(port)], node_env, log_dir / f"api{i}.log", port=port)
             )
         cluster.relay = Process("relay", ["relay"], env, log_dir / "relay.log")
+        for i in range(1, projectors + 1):
+            cluster.projectors.append(cluster.projector(f"projector{i}"))
         return cluster
+
+    def projector(self, name: str) -> Process:
+        """A projector process (not started) with its own consumer name and metrics port."""
+        env = {**self.env, "PARLEY_NODE_ID": f"e2e-{name}", "PARLEY_METRICS_PORT": str(free_port())}
+        return Process(name, ["projector"], env, self.log_dir / f"{name}.log")
 
     def start(self) -> None:
         assert self.relay is not None
         self.relay.start()
-        for node in self.nodes:
-            node.start()
+        for process in [*self.projectors, *self.nodes]:
+            process.start()
 
     def stop(self) -> None:
-        for proc in [*self.nodes, self.relay]:
+        for proc in [*self.nodes, self.relay, *self.projectors]:
             if proc is not None:
                 proc.stop()

@@ -47,6 +47,29 @@ async def client(settings: Settings, clean_state: None) -> AsyncIterator[AsyncTe
         yield test_client
 
 
+Project = Callable[[], Awaitable[int]]
+
+
+@pytest.fixture
+async def project(services: Services) -> Project:
+    """Run flows 2 and 4 once, in-process: relay every outbox row, then project every stream entry.
+    Returns the number of entries projected. Read-model reads (list, unread) need it after writes."""
+    from workers.outbox_relay import OutboxRelay
+    from workers.projector import Projector
+
+    projector = Projector(services, consumer_name="test-projector")
+    await projector.consumer.setup()
+
+    async def run() -> int:
+        await OutboxRelay(services).drain()
+        total = 0
+        while read := await projector.consumer.read_once(block=None):
+            total += read
+        return total
+
+    return run
+
+
 MakeUser = Callable[..., Awaitable[TestUser]]
 
 

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 from domain import commands, handlers
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import participants
-from tests.integration.conftest import MakeConversation, MakeUser, written
+from tests.integration.conftest import MakeConversation, MakeUser, Project, written
 from tests.integration.conftest import TestUser as User
 
 
@@ -84,13 +84,18 @@ async def test_history_pages_forward_and_backward_in_ascending_seq_without_gaps(
 
 
 async def test_unread_counts_only_other_peoples_messages_and_drop_after_reading(
-    client: AsyncTestClient[Any], services: Services, make_user: MakeUser, make_conversation: MakeConversation
+    client: AsyncTestClient[Any],
+    services: Services,
+    make_user: MakeUser,
+    make_conversation: MakeConversation,
+    project: Project,
 ) -> None:
     alice, bob = await make_user(), await make_user()
     conv = await make_conversation(alice, bob)
     await _post_as(services, conv["id"], alice, 2)  # seqs 1, 2
 
     async def unread(user: User) -> tuple[int, dict[str, int], int]:
+        await project()
         summary = (await client.get("/api/unread", headers=user.headers)).json()
         listed = (await client.get("/api/conversations", headers=user.headers)).json()["items"]
         return summary["total"], summary["conversations"], next(c["unread_count"] for c in listed)
@@ -101,17 +106,23 @@ async def test_unread_counts_only_other_peoples_messages_and_drop_after_reading(
     await _post_as(services, conv["id"], bob, 3)  # seqs 3..5
     assert await unread(alice) == (3, {conv["id"]: 3}, 3)
 
-    read = await client.put(f"/api/conversations/{conv['id']}/read", json={"seq": 5}, headers=alice.headers)
-    assert read.status_code == 200 and read.json()["seq"] == 5
-    assert await unread(alice) == (0, {}, 0)
+    read = await client.put(f"/api/conversations/{conv['id']}/read", json={"seq": 4}, headers=alice.headers)
+    assert read.status_code == 200 and read.json() == {"conversation_id": conv["id"], "seq": 4, "unread_count": 1}
+    assert (await client.get("/api/unread", headers=alice.headers)).json()["total"] == 1  # at once, no projector
+    assert await unread(alice) == (1, {conv["id"]: 1}, 1)
 
 
 async def test_the_conversation_list_pages_by_latest_activity_without_repeats(
-    client: AsyncTestClient[Any], services: Services, make_user: MakeUser, make_conversation: MakeConversation
+    client: AsyncTestClient[Any],
+    services: Services,
+    make_user: MakeUser,
+    make_conversation: MakeConversation,
+    project: Project,
 ) -> None:
     user = await make_user()
     ids = [(await make_conversation(user))["id"] for _ in range(5)]
     await _post_as(services, ids[0], user, 1)  # the oldest becomes the most recent
+    await project()
 
     listed, cursor = [], None
     while True:

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations, messages, outbox, participants
-from tests.integration.conftest import MakeConversation, MakeUser, assert_error
+from tests.integration.conftest import MakeConversation, MakeUser, Project, assert_error
 from tests.integration.conftest import TestUser as User
 
 COUNTED = {"messages": messages, "outbox": outbox, "participants": participants, "conversations": conversations}
@@ -89,11 +89,12 @@ async def test_an_unknown_conversation_is_not_found(
 
 
 async def test_a_conversation_is_not_listed_for_a_non_member(
-    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation
+    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation, project: Project
 ) -> None:
     owner, member, stranger = await make_user(), await make_user(), await make_user()
     conv = await make_conversation(owner, member)
     await make_conversation(stranger)
+    await project()
 
     listed = {
         name: [c["id"] for c in (await client.get("/api/conversations", headers=u.headers)).json()["items"]]
@@ -198,10 +199,17 @@ async def test_adding_an_unknown_user_is_refused_and_writes_nothing(
 
 
 async def test_a_member_can_leave_and_is_forbidden_afterwards(
-    client: AsyncTestClient[Any], make_user: MakeUser, make_conversation: MakeConversation, services: Services
+    client: AsyncTestClient[Any],
+    make_user: MakeUser,
+    make_conversation: MakeConversation,
+    services: Services,
+    project: Project,
 ) -> None:
     owner, member = await make_user(), await make_user()
     conv = await make_conversation(owner, member)
+    await project()
+    listed = (await client.get("/api/conversations", headers=member.headers)).json()["items"]
+    assert conv["id"] in [c["id"] for c in listed]
     url = f"/api/conversations/{conv['id']}"
     before = await row_counts(services)
 
@@ -219,6 +227,7 @@ async def test_a_member_can_leave_and_is_forbidden_afterwards(
         403,
         "FORBIDDEN",
     )
+    await project()
     listed = (await client.get("/api/conversations", headers=member.headers)).json()["items"]
     assert conv["id"] not in [c["id"] for c in listed]
 

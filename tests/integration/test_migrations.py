@@ -19,7 +19,8 @@ from infrastructure.db.tables import metadata
 from infrastructure.migrate import downgrade_base, upgrade_head
 from migrations import head_revision
 
-APP_TABLES = {"users", "conversations", "participants", "messages", "outbox", "refresh_tokens", "revoked_tokens"}
+#: Every table the migrations build is declared in tables.py (and the other way round).
+APP_TABLES = set(metadata.tables)
 
 
 async def _admin(database_url: str, statement: str) -> None:

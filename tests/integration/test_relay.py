@@ -140,6 +140,7 @@ async def test_the_stream_report_shows_length_lag_and_pending_per_group(services
     (group,) = info.groups
     assert (group.name, group.lag, group.pending) == ("reporting-test", 2, 2)
     assert group.consumers[0].name == "c1"
+    assert group.behind_seconds >= group.oldest_pending_age_seconds >= 0
 
 
 async def _outbox_payloads(services: Services) -> list[bytes]:

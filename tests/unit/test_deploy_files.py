@@ -22,7 +22,14 @@ OWN_IMAGES = {"parley", "ghcr.io/parley-chat/parley"}
 PUBLIC_IMAGES = {"pgvector/pgvector", "postgres", "redis", "nginx", "prom/prometheus", "grafana/grafana"}
 # Exported today by Litestar's Prometheus middleware, plus the relay's two gauges (announced in alerts.yml).
 METRICS = {"parley_requests_total", "parley_request_duration_seconds_bucket", "parley_requests_in_progress"}
-METRICS |= {"parley_outbox_backlog", "parley_stream_lag"}
+METRICS |= {"parley_outbox_backlog", "parley_stream_group_lag"}
+# The read side's gauges every API node samples, and its WebSocket traffic metrics.
+METRICS |= {
+    "parley_projection_lag_seconds", "parley_projector_group_lag", "parley_projector_group_pending",
+    "parley_stream_dead_letter_entries", "parley_stream_group_oldest_pending_seconds", "parley_outbox_oldest_seconds",
+    "parley_ws_connections", "parley_ws_frames_in_total", "parley_ws_frames_out_total", "parley_ws_errors_total",
+    "parley_ws_closes_total",
+}  # fmt: skip
 
 
 def _subcommands() -> set[str]:
@@ -203,7 +210,7 @@ def test_prometheus_scrapes_metrics_and_alerts_are_complete() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert set(re.findall(r"\bparley_\w+", rule["expr"])) <= METRICS, rule["alert"]
     exprs = " ".join(r["expr"] for r in rules)
-    assert "parley_outbox_backlog" in exprs and "parley_stream_lag" in exprs and 'status_code=~"5' in exprs
+    assert "parley_outbox_backlog" in exprs and "parley_stream_group_lag" in exprs and 'status_code=~"5' in exprs
 
 
 def test_grafana_dashboard_has_panels_on_known_metrics() -> None:

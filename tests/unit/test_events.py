@@ -31,6 +31,17 @@ EVENTS: list[events.Event] = [
     events.ParticipantAdded(event_id=uuid4(), occurred_at=NOW, conversation_id=CID, user_id=MEMBER, added_by=OWNER),
     events.ParticipantRemoved(event_id=uuid4(), occurred_at=NOW, conversation_id=CID, user_id=MEMBER, removed_by=OWNER),
     events.ReadCursorMoved(event_id=uuid4(), occurred_at=NOW, conversation_id=CID, user_id=MEMBER, seq=7),
+    events.AssistantUsageRecorded(
+        event_id=uuid4(),
+        occurred_at=NOW,
+        conversation_id=CID,
+        user_id=MEMBER,
+        provider="anthropic",
+        model="m",
+        input_tokens=12,
+        output_tokens=34,
+        cost=0.0012,
+    ),
 ]
 
 
