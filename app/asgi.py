@@ -18,6 +18,7 @@ from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
+from app.controllers.search import SearchController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MeController,
             ConversationController,
             UnreadController,
+            SearchController,
             HealthController,
             AdminController,
             MetricsController,

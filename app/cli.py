@@ -15,9 +15,7 @@ from infrastructure.settings import Settings, SettingsError, describe_settings
 log = logging.getLogger("parley.cli")
 
 #: Roles that a later issue builds. They refuse to run rather than pretend.
-NOT_BUILT: dict[str, str] = {
-    "worker": "the arq worker (assistant replies and embeddings, flow 5) is not built yet",
-}
+NOT_BUILT: dict[str, str] = {}
 
 
 def _settings() -> Settings:
@@ -84,6 +82,19 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     count = asyncio.run(run())
     print(f"read models rebuilt for {count} conversations")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import main as worker_main
+
+    asyncio.run(worker_main(_settings()))
+    return 0
+
+
+def cmd_embeddings_backfill(args: argparse.Namespace) -> int:
+    from workers.backfill import main as backfill_main
+
+    return asyncio.run(backfill_main(_settings(), batch_size=args.batch_size, progress=args.progress))
 
 
 def cmd_streams(args: argparse.Namespace) -> int:
@@ -163,8 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("projector", help="keep the read models (conversation lists, unread, stats; flow 4)").set_defaults(
         run=cmd_projector
     )
-    for name in ("worker",):
-        sub.add_parser(name, help=f"(not built yet) {NOT_BUILT[name]}").set_defaults(run=_not_built(name))
+    sub.add_parser(
+        "worker", help="consume events as group `assistant`, run arq jobs: embeddings (flow 5)"
+    ).set_defaults(run=cmd_worker)
+    embeddings = sub.add_parser("embeddings", help="message embeddings")
+    embeddings_sub = embeddings.add_subparsers(dest="embeddings_command", required=True)
+    backfill = embeddings_sub.add_parser(
+        "backfill", help="embed every message that has no vector yet (safe to rerun, or beside the worker)"
+    )
+    backfill.add_argument("--batch-size", type=int, default=64, help="messages per model call")
+    backfill.add_argument(
+        "--progress", choices=["auto", "bar", "log"], default="auto", help="progress bar (TTY) or log lines"
+    )
+    backfill.set_defaults(run=cmd_embeddings_backfill)
     projections = sub.add_parser("projections", help="recompute every read model from the write tables")
     projections.add_argument("action", choices=["rebuild"])
     projections.set_defaults(run=cmd_rebuild)

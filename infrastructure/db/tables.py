@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
 from sqlalchemy.dialects import postgresql as pg
 
 metadata = sa.MetaData(
@@ -17,6 +18,9 @@ metadata = sa.MetaData(
 )
 
 _now = sa.text("now()")
+
+#: Width of ``messages.embedding``; an embedding provider of another dimension is refused at start.
+EMBEDDING_DIMENSION = 384
 
 users = sa.Table(
     "users",
@@ -83,6 +87,8 @@ messages = sa.Table(
         pg.TSVECTOR,
         sa.Computed("to_tsvector('simple', text)", persisted=True),
     ),
+    # all-MiniLM-L6-v2 sentence vector (unit length), written once by the worker or backfill; NULL until then.
+    sa.Column("embedding", Vector(EMBEDDING_DIMENSION)),
     sa.CheckConstraint("role IN ('user', 'assistant', 'system')", name="role"),
     sa.CheckConstraint("seq > 0", name="seq_positive"),
     # History pages and replay read by (conversation, seq): this unique index serves both.
@@ -90,6 +96,16 @@ messages = sa.Table(
     # Idempotent sends. NULL sender/client ids never collide (NULLs are distinct), which is what we want.
     sa.UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
     sa.Index("ix_messages_search", "search", postgresql_using="gin"),
+    # Semantic search and retrieval: approximate nearest neighbours by cosine distance (``<=>``).
+    sa.Index(
+        "ix_messages_embedding",
+        "embedding",
+        postgresql_using="hnsw",
+        postgresql_with={"m": 16, "ef_construction": 64},
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+    ),
+    # Messages still waiting for their vector (backfill and worker catch-up find them without a scan).
+    sa.Index("ix_messages_unembedded", "created_at", postgresql_where=sa.text("embedding IS NULL")),
 )
 
 outbox = sa.Table(

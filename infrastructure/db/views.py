@@ -23,8 +23,8 @@ from domain.values import MemberRole, Message, MessageRole
 from infrastructure.db.repositories import message_from_row
 from infrastructure.db.tables import conversations, messages, participants, users
 
-#: Message columns without the generated full-text column.
-MESSAGE_COLUMNS = [c for c in messages.c if c.name != "search"]
+#: Message columns without the generated full-text column and the embedding.
+MESSAGE_COLUMNS = [c for c in messages.c if c.name not in {"search", "embedding"}]
 
 T = TypeVar("T")
 

@@ -75,3 +75,13 @@ REVOKED_LOADED = f"{PREFIX}:revoked:loaded"
 def reply_stream(reply_id: UUID) -> str:
     """Token deltas of one assistant answer (short-lived)."""
     return f"{PREFIX}:reply:{reply_id}"
+
+
+#: arq's job queue for `parley worker` (embeddings, assistant replies).
+ARQ_QUEUE = f"{PREFIX}:arq:queue"
+
+
+def embed_job_id(message_id: UUID) -> str:
+    """arq job id of a message's embedding. One per message: arq will not queue a job whose id is
+    queued, running or has a kept result, so a re-delivered event does not embed twice."""
+    return f"embed:{message_id}"

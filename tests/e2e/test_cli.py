@@ -1,4 +1,4 @@
-"""The command line as a user meets it: `parley dev` on a bare machine, roles not built yet, --help."""
+"""The command line as a user meets it: `parley dev` on a bare machine, --help."""
 
 from __future__ import annotations
 
@@ -49,13 +49,6 @@ def test_parley_dev_starts_everything_serves_and_stops_cleanly(tmp_path: Path) -
         log.close()
     assert code == 0, (tmp_path / "dev.log").read_text()
     assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
-
-
-def test_roles_not_built_yet_say_so_and_exit_non_zero() -> None:
-    for role in (["worker"],):
-        result = parley(*role)
-        assert result.returncode == 2
-        assert "not built yet" in result.stderr
 
 
 def test_help_lists_every_command_and_setting() -> None:
