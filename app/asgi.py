@@ -18,6 +18,7 @@ from app.controllers.admin import AdminController
 from app.controllers.auth import AuthController, MeController
 from app.controllers.conversations import ConversationController
 from app.controllers.health import HealthController
+from app.controllers.replies import ReplyController
 from app.controllers.search import SearchController
 from app.controllers.unread import UnreadController
 from app.deps import SERVICES
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AuthController,
             MeController,
             ConversationController,
+            ReplyController,
             UnreadController,
             SearchController,
             HealthController,

@@ -87,7 +87,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import main as worker_main
 
-    asyncio.run(worker_main(_settings()))
+    # uvloop (installed with uvicorn[standard]) where it exists: the worker relays every delta of every
+    # answer, and the loop's own overhead is a large part of its cost per delta.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(worker_main(_settings()))
+    else:
+        uvloop.run(worker_main(_settings()))
     return 0
 
 

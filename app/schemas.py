@@ -4,7 +4,7 @@ not a silently ignored setting."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -82,9 +82,17 @@ class AssistantBody(_Request):
     enabled: bool
     model: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)] | None = None
     system_prompt: Annotated[str, msgspec.Meta(max_length=8000, pattern=NO_NUL)] | None = None
+    provider: Literal["anthropic", "openai", "offline"] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
 
     def to_settings(self) -> AssistantSettings:
-        return AssistantSettings(enabled=self.enabled, model=self.model, system_prompt=self.system_prompt)
+        return AssistantSettings(
+            enabled=self.enabled,
+            model=self.model,
+            system_prompt=self.system_prompt,
+            provider=self.provider,
+            temperature=self.temperature,
+        )
 
 
 class ConversationCreate(_Request):

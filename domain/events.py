@@ -77,6 +77,12 @@ class AssistantUsageRecorded(_Event, frozen=True, kw_only=True, tag="assistant_u
     output_tokens: int
     #: US dollars, as the provider's price list says at the time of the call.
     cost: float
+    #: The attempt at the reply (a job retried after a crash makes a second call), its outcome
+    #: (``done``, ``cancelled``, ``error``), time to first token and duration.
+    attempt: int = 1
+    status: str = "done"
+    ttft_ms: int | None = None
+    duration_ms: int | None = None
 
 
 Event = (

@@ -59,7 +59,10 @@ async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock,
     the row lock is held: two identical posts racing each other are serialized by the lock, the
     second one's insert finds the first's row, and it returns that message without committing.
     """
-    text = clean_text(cmd.text, limits)
+    if cmd.role is MessageRole.ASSISTANT:
+        text = clean_text(cmd.text, limits, max_chars=limits.max_assistant_text_chars)
+    else:
+        text = clean_text(cmd.text, limits)
     client_msg_id = None if cmd.client_msg_id is None else clean_client_msg_id(cmd.client_msg_id)
     async with uow:
         conv = await uow.conversations.get_for_update(cmd.conversation_id, viewer_id=cmd.sender_id)
@@ -67,6 +70,12 @@ async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock,
             raise _conversation_not_found()
         if cmd.role is MessageRole.USER:
             conv.require_member()
+        elif client_msg_id is not None:
+            # The assistant's answer: NULL senders never collide in the unique index, so the row lock
+            # held here is what makes a second write of the same reply find the first one instead.
+            existing = await uow.messages.by_client_msg_id(conv.id, None, client_msg_id)
+            if existing is not None:
+                return PostResult(existing, duplicate=True)
         message = conv.post(
             sender_id=cmd.sender_id, role=cmd.role, text=text, client_msg_id=client_msg_id, now=clock.now()
         )

@@ -11,6 +11,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Defaults are the published ones; every value is configurable through settings."""
 
     max_text_chars: int = 4000
+    #: The assistant's answers are longer than people's messages (LLM_MAX_TOKENS is ~4 characters a token).
+    max_assistant_text_chars: int = 32_000
     max_title_chars: int = 200
     max_frame_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024
@@ -33,9 +35,9 @@ def _clean(value: str, what: str, max_chars: int) -> str:
     return trimmed
 
 
-def clean_text(text: str, limits: Limits) -> str:
+def clean_text(text: str, limits: Limits, *, max_chars: int | None = None) -> str:
     """Trim a message text and check it; the trimmed text is what gets stored."""
-    return _clean(text, "text", limits.max_text_chars)
+    return _clean(text, "text", limits.max_text_chars if max_chars is None else max_chars)
 
 
 def clean_title(title: str, limits: Limits) -> str:

@@ -37,7 +37,10 @@ class MessageRepository(Protocol):
     async def add(self, message: Message) -> bool:
         """Insert; False when (conversation, sender, client_msg_id) is already stored."""
 
-    async def by_client_msg_id(self, conversation_id: UUID, sender_id: UUID, client_msg_id: str) -> Message | None: ...
+    async def by_client_msg_id(
+        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
+    ) -> Message | None:
+        """``sender_id`` None finds the assistant's message with that client id."""
 
 
 class ParticipantRepository(Protocol):

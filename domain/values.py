@@ -34,9 +34,13 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AssistantSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The assistant of one conversation; ``None`` means the server's default (LLM_* settings)."""
+
     enabled: bool = False
     model: str | None = None
     system_prompt: str | None = None
+    provider: str | None = None
+    temperature: float | None = None
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

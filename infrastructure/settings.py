@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from domain.assistant import parse_prices
 from domain.limits import Limits
 
 
@@ -92,6 +93,42 @@ class LLMSettings:
     anthropic_api_key: str = setting("ANTHROPIC_API_KEY", "", "key for the anthropic provider.")
     anthropic_base_url: str = setting(
         "ANTHROPIC_BASE_URL", "", "override the Messages API address (tests point it at a local server)."
+    )
+    openai_base_url: str = setting(
+        "OPENAI_BASE_URL",
+        "http://127.0.0.1:11434/v1",
+        "OpenAI-compatible chat endpoint for the openai provider (Ollama, vLLM, llama.cpp server).",
+    )
+    openai_api_key: str = setting(
+        "OPENAI_API_KEY", "", "bearer key for the openai provider (often not needed locally)."
+    )
+    system_prompt: str = setting(
+        "LLM_SYSTEM_PROMPT",
+        "You are a helpful assistant taking part in a group chat. Answer concisely.",
+        "system prompt for conversations that do not set one.",
+    )
+    temperature: float = setting("LLM_TEMPERATURE", 0.7, "sampling temperature for conversations that do not set one.")
+    max_tokens: int = setting("LLM_MAX_TOKENS", 1024, "longest answer, in output tokens.")
+    first_token_timeout: float = setting(
+        "LLM_FIRST_TOKEN_TIMEOUT", 20.0, "seconds to wait for the first token of an answer (retries included)."
+    )
+    total_timeout: float = setting("LLM_TOTAL_TIMEOUT", 120.0, "seconds an answer may take in all.")
+    retries: int = setting("LLM_RETRIES", 2, "retries on 429/529/overloaded, before the first token only.")
+    context_messages: int = setting("LLM_CONTEXT_MESSAGES", 30, "most recent messages the assistant sees.")
+    context_tokens: int = setting("LLM_CONTEXT_TOKENS", 6000, "token budget of those recent messages.")
+    retrieval_k: int = setting(
+        "LLM_RETRIEVAL_K", 5, "similar earlier messages of the same conversation added to the context."
+    )
+    prices: str = setting(
+        "LLM_PRICES",
+        "claude-sonnet-4-5=3/15,claude-haiku-4-5=1/5,claude-opus-4-1=15/75",
+        "dollars per million tokens: model=input/output,… (unknown models cost 0).",
+    )
+    daily_token_budget: int = setting(
+        "LLM_DAILY_TOKEN_BUDGET", 0, "tokens a user's messages may spend per UTC day (0: unlimited)."
+    )
+    offline_delay: float = setting(
+        "LLM_OFFLINE_DELAY", 0.03, "seconds between the offline stand-in's deltas (a realistic pace)."
     )
 
 
@@ -176,6 +213,12 @@ class Settings:
             raise SettingsError("PARLEY_SHARDS must be at least 1")
         if self.llm.provider not in {"anthropic", "openai", "offline"}:
             raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
+        try:
+            parse_prices(self.llm.prices)
+        except ValueError as exc:
+            raise SettingsError(f"LLM_PRICES: {exc}") from exc
+        if self.llm.first_token_timeout <= 0 or self.llm.total_timeout < self.llm.first_token_timeout:
+            raise SettingsError("LLM_FIRST_TOKEN_TIMEOUT must be positive and at most LLM_TOTAL_TIMEOUT")
         if self.embeddings.provider not in {"local", "openai", "none"}:
             raise SettingsError("EMBEDDINGS_PROVIDER must be local, openai or none")
         if self.embeddings.runtime not in {"numpy", "torch"}:

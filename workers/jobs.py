@@ -28,7 +28,9 @@ from arq.connections import RedisSettings
 from infrastructure.bootstrap import bootstrap
 from infrastructure.embeddings.batcher import EmbedBatcher
 from infrastructure.redis import keys
-from infrastructure.settings import Settings
+from infrastructure.settings import LLMSettings, Settings
+from workers import assistant
+from workers.assistant_trigger import reply_job
 
 log = logging.getLogger("parley.jobs")
 
@@ -36,7 +38,9 @@ log = logging.getLogger("parley.jobs")
 #: refused by arq itself. Past it the ``embedding IS NULL`` guard still stops a second write.
 KEEP_RESULT_SECONDS = 600
 #: A job not finished in this time is cancelled and retried (model calls take well under a second).
-JOB_TIMEOUT_SECONDS = 120
+#: Kept short: after a crash (kill -9) arq retries a job only once the longest job timeout + 10 s
+#: has passed, and an assistant answer cut off by the crash waits for that retry.
+JOB_TIMEOUT_SECONDS = 30
 
 
 async def embed_message(ctx: dict[str, Any], message_id: str) -> bool:
@@ -56,12 +60,14 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     batcher = EmbedBatcher(services.pg, services.embeddings, batch_size=ctx["settings"].embeddings.batch_size)
     batcher.start()
     ctx["embed_batcher"] = batcher
+    await assistant.setup(ctx, services)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     batcher: EmbedBatcher | None = ctx.get("embed_batcher")
     if batcher is not None:
         await batcher.stop()
+    await assistant.teardown(ctx)
     if ctx.get("owns_services"):
         await ctx["services"].close()
 
@@ -73,7 +79,8 @@ JOB_FUNCTIONS: list[Any] = [embed_message]
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``arq.worker.Worker`` (``parley worker`` adds ``ctx`` and signals)."""
     return {
-        "functions": JOB_FUNCTIONS,
+        # The assistant's reply job takes its timeout from the LLM settings (workers/assistant_trigger.py).
+        "functions": [*JOB_FUNCTIONS, reply_job(settings.llm)],
         "queue_name": keys.ARQ_QUEUE,
         "redis_settings": RedisSettings.from_dsn(settings.redis.url),
         "on_startup": on_startup,
@@ -91,7 +98,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 class WorkerSettings:
     """For ``arq workers.jobs.WorkerSettings``; ``parley worker`` uses ``worker_options`` instead."""
 
-    functions = JOB_FUNCTIONS
+    functions = [*JOB_FUNCTIONS, reply_job(LLMSettings())]  # the reply job's timeout from the defaults
     queue_name = keys.ARQ_QUEUE
     on_startup = on_startup
     on_shutdown = on_shutdown

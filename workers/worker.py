@@ -1,4 +1,4 @@
-"""`parley worker` (flow 5): event streams -> arq jobs -> embeddings (and, later, assistant replies).
+"""`parley worker` (flow 5): event streams -> arq jobs -> embeddings and assistant replies.
 
 One process runs three things:
 
@@ -51,6 +51,7 @@ from infrastructure.redis import keys, streams
 from infrastructure.redis.consumer import StreamConsumer
 from infrastructure.redis.streams import StreamEntry
 from infrastructure.settings import Settings
+from workers.assistant_trigger import on_message_posted
 from workers.jobs import worker_options
 
 log = logging.getLogger("parley.worker")
@@ -77,8 +78,15 @@ async def enqueue_embedding(worker: Worker, event: events.Event) -> None:
         JOBS.labels("embed_message").inc()
 
 
+async def enqueue_reply(worker: Worker, event: events.Event) -> None:
+    """A person's message that asks the assistant something queues its answer (workers/assistant_trigger.py)."""
+    assert isinstance(event, events.MessagePosted)
+    if await on_message_posted(event, worker.services, worker.arq) is not None:
+        JOBS.labels("generate_reply").inc()
+
+
 #: Event type (``domain.events`` tag) -> handlers, run in order for each event of that type.
-HANDLERS: dict[str, list[EventHandler]] = {"message_posted": [enqueue_embedding]}
+HANDLERS: dict[str, list[EventHandler]] = {"message_posted": [enqueue_embedding, enqueue_reply]}
 
 
 class Worker:

@@ -20,6 +20,7 @@ from uuid import UUID
 from litestar import WebSocket
 
 from app.ws import frames, metrics
+from app.ws.replies import FetchReply, ReplyCursors, ReplyLive, ReplyResume
 from domain.values import Message
 
 log = logging.getLogger("parley.ws")
@@ -57,15 +58,27 @@ class Close:
     reason: str
 
 
-Item = Live | CatchUp | Close | str
+Item = Live | CatchUp | Close | ReplyLive | ReplyResume | str
+
+
+async def _no_reply(reply_id: UUID) -> list[Any]:
+    return []
 
 
 class Connection:
-    def __init__(self, socket: WebSocket[Any, Any, Any], user_id: UUID, fetch_after: FetchAfter) -> None:
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        user_id: UUID,
+        fetch_after: FetchAfter,
+        fetch_reply: FetchReply = _no_reply,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.socket = socket
         self.user_id = user_id
         self.cursors: dict[UUID, int] = {}
+        #: Assistant replies this socket follows (app/ws/replies.py has the rule).
+        self.replies = ReplyCursors(fetch_reply)
         self._fetch_after = fetch_after
         self._queue: asyncio.Queue[Item] = asyncio.Queue(MAX_QUEUED_FRAMES)
         self._closing = False
@@ -101,6 +114,8 @@ class Connection:
                     await self._send(item)
                 elif isinstance(item, Live):
                     await self._deliver(item)
+                elif isinstance(item, ReplyLive | ReplyResume):
+                    await self.replies.handle(item, self._send)
                 else:
                     await self._catch_up(item.conversation_id, upto=None)
         except asyncio.CancelledError:

@@ -165,21 +165,34 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamDelta(_ServerFrame, frozen=True, kw_only=True, tag="stream"):
-    """A piece of an assistant answer being written (``index`` counts deltas from 0)."""
+    """A piece of an assistant answer being written (``index`` counts deltas from 0). ``attempt`` grows
+    when the answer is started over after a worker crash: the client drops what it showed of the reply
+    and takes this attempt's deltas from index 0."""
 
     conversation_id: UUID
     reply_id: UUID
+    attempt: int
     index: int
     delta: str
 
 
+class StreamError(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
 class StreamEnd(_ServerFrame, frozen=True, kw_only=True, tag="stream_end"):
+    """The end of an answer: stored as message ``message_id``/``seq`` (absent when nothing was stored),
+    cancelled or not, its token usage, and ``error`` when it failed (provider error or timeout, budget)."""
+
     conversation_id: UUID
     reply_id: UUID
+    attempt: int
     message_id: UUID | None = None
     seq: int | None = None
     cancelled: bool
     usage: Usage
+    error: StreamError | None = None
 
 
 class Refreshed(_ServerFrame, frozen=True, kw_only=True, tag="refreshed"):

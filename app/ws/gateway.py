@@ -18,16 +18,19 @@ from uuid import UUID
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+from app.controllers.replies import reply_of
 from app.deps import bearer_token
 from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection
 from app.ws.fanout import Signal, publish_signal
 from app.ws.node import Node
+from app.ws.replies import ReplyResume
 from domain import commands, handlers
 from domain.errors import DomainError, Forbidden, NotAParticipant, NotFound, TooLarge, Unauthorized
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
 from infrastructure.read_cursor import apply_read_cursor
+from infrastructure.redis import replies
 
 log = logging.getLogger("parley.ws.gateway")
 
@@ -72,7 +75,10 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         await _refuse(socket, CLOSE_UNAUTHORIZED, exc.message)
         return
     conn = Connection(
-        socket, user_id, lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit)
+        socket,
+        user_id,
+        lambda cid, after, limit: views.messages_after(services.engine, cid, user_id, after, limit),
+        lambda reply_id: replies.history(services.redis, reply_id),
     )
     others = await node.presence.connect(user_id, conn.id)
     if others >= services.settings.limits.sockets_per_user:
@@ -192,8 +198,13 @@ class Session:
                     self.services.redis,
                     Signal(kind="typing", user_id=str(self.conn.user_id), conversation_ids=[str(cid)], active=active),
                 )
-            case frames.Cancel() | frames.Resume():
-                raise NotFound("no such reply: the assistant is not enabled on this server yet")
+            case frames.Cancel(reply_id=reply_id):
+                await reply_of(self.services, reply_id, self.conn.user_id)
+                await replies.request_cancel(self.services.redis, reply_id)
+            case frames.Resume(reply_id=reply_id, from_index=from_index):
+                await reply_of(self.services, reply_id, self.conn.user_id)
+                self.node.hub.follow_reply(self.conn, reply_id)
+                self.conn.offer(ReplyResume(reply_id, from_index))
             case frames.Ping():
                 self.conn.offer(frames.encode(frames.Pong()))
 
@@ -252,5 +263,5 @@ class Session:
 def _ref_of(frame: frames.ClientFrame) -> str | None:
     if isinstance(frame, frames.Send):
         return frame.client_msg_id
-    conversation_id = getattr(frame, "conversation_id", None)
+    conversation_id = getattr(frame, "conversation_id", None) or getattr(frame, "reply_id", None)
     return None if conversation_id is None else str(conversation_id)

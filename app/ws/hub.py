@@ -9,7 +9,9 @@ from uuid import UUID
 
 from app.ws import frames, metrics
 from app.ws.connection import CatchUp, Connection, Live
+from app.ws.replies import ReplyLive, reply_frame
 from domain import events
+from infrastructure.redis.replies import ReplyEnd, ReplyEntry
 
 log = logging.getLogger("parley.ws.hub")
 
@@ -21,6 +23,8 @@ class Hub:
         self._by_user: defaultdict[UUID, set[Connection]] = defaultdict(set)
         #: Highest seq this node has seen on the stream per conversation (for the lag safety net).
         self.seen_seq: dict[UUID, int] = {}
+        #: Sockets that resumed a reply (joined or not) -> they get its entries until its end.
+        self._reply_followers: defaultdict[UUID, set[Connection]] = defaultdict(set)
 
     # -- registry --------------------------------------------------------------------------------
 
@@ -35,6 +39,8 @@ class Hub:
         self._discard(self._by_user, conn.user_id, conn)
         for conversation_id in list(conn.cursors):
             self.unsubscribe(conn, conversation_id)
+        for reply_id in conn.replies.followed:
+            self._discard(self._reply_followers, reply_id, conn)
 
     def subscribe(self, conn: Connection, conversation_id: UUID, cursor: int) -> None:
         conn.cursors[conversation_id] = cursor
@@ -80,6 +86,25 @@ class Hub:
                 self._evict(cid, set(uids), "conversation deleted")
             case _:
                 pass
+
+    def follow_reply(self, conn: Connection, reply_id: UUID) -> None:
+        conn.replies.followed.add(reply_id)
+        self._reply_followers[reply_id].add(conn)
+
+    def on_reply(self, entry: ReplyEntry) -> None:
+        """A reply delta or end: to the sockets joined to its conversation and those that resumed it."""
+        targets = set(self._by_conversation.get(entry.conversation_id, ()))
+        if isinstance(entry, ReplyEnd):
+            followers = self._reply_followers.pop(entry.reply_id, set())
+            for conn in followers:
+                conn.replies.followed.discard(entry.reply_id)
+            targets |= followers
+        else:
+            targets |= self._reply_followers.get(entry.reply_id, set())
+        if targets:
+            live = ReplyLive(entry, reply_frame(entry))
+            for conn in targets:
+                conn.offer(live)
 
     def to_conversation(self, conversation_id: UUID, data: str, *, except_user: UUID | None = None) -> None:
         for conn in list(self._by_conversation.get(conversation_id, ())):

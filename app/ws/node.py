@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
 from infrastructure import stream_metrics
+from app.ws.replies import ReplyFanout
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
 from infrastructure.redis import groups, streams
@@ -61,10 +62,12 @@ class Node:
         await self._sample_metrics()
         signals = SignalFanout(redis, self.hub)
         list_changes = ListChangeFanout(redis, self.hub)
+        reply_fanout = ReplyFanout(redis, self.hub.on_reply)
         self._tasks = [
             asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
+            asyncio.create_task(self._guard(lambda: reply_fanout.run(self._stop), "reply fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
         ]
         log.info("WS node %s started", self.node_id)

@@ -26,7 +26,11 @@ def conversation_from_row(row: Mapping[Any, Any]) -> Conversation:
         owner_id=row["owner_id"],
         last_seq=row["last_seq"],
         assistant=AssistantSettings(
-            enabled=row["assistant_enabled"], model=row["assistant_model"], system_prompt=row["assistant_system_prompt"]
+            enabled=row["assistant_enabled"],
+            model=row["assistant_model"],
+            system_prompt=row["assistant_system_prompt"],
+            provider=row["assistant_provider"],
+            temperature=row["assistant_temperature"],
         ),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -65,7 +69,8 @@ def user_from_row(row: Mapping[Any, Any]) -> User:
 
 _SELECT_CONVERSATION = """
     SELECT c.id, c.title, c.owner_id, c.last_seq, c.assistant_enabled, c.assistant_model,
-           c.assistant_system_prompt, c.created_at, c.updated_at, p.role AS viewer_role
+           c.assistant_system_prompt, c.assistant_provider, c.assistant_temperature, c.created_at, c.updated_at,
+           p.role AS viewer_role
     FROM conversations c
     LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
     WHERE c.id = $1
@@ -135,20 +140,21 @@ class SqlConversationRepository:
     async def add(self, conv: Conversation) -> None:
         await self._conn.execute(
             """INSERT INTO conversations (id, title, owner_id, last_seq, assistant_enabled, assistant_model,
-                   assistant_system_prompt, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                   assistant_system_prompt, created_at, updated_at, assistant_provider, assistant_temperature)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
             conv.id, conv.title, conv.owner_id, conv.last_seq, conv.assistant.enabled, conv.assistant.model,
-            conv.assistant.system_prompt, conv.created_at, conv.updated_at,
+            conv.assistant.system_prompt, conv.created_at, conv.updated_at, conv.assistant.provider,
+            conv.assistant.temperature,
         )  # fmt: skip
         self.seen.append(conv)
 
     async def save(self, conv: Conversation) -> None:
         self._pending.add(
             """UPDATE conversations SET title = $2, last_seq = $3, assistant_enabled = $4, assistant_model = $5,
-                   assistant_system_prompt = $6, updated_at = $7
+                   assistant_system_prompt = $6, updated_at = $7, assistant_provider = $8, assistant_temperature = $9
                WHERE id = $1""",
             conv.id, conv.title, conv.last_seq, conv.assistant.enabled, conv.assistant.model,
-            conv.assistant.system_prompt, conv.updated_at,
+            conv.assistant.system_prompt, conv.updated_at, conv.assistant.provider, conv.assistant.temperature,
         )  # fmt: skip
 
     async def delete(self, conversation_id: UUID) -> None:
@@ -167,10 +173,14 @@ class SqlMessageRepository:
         )  # fmt: skip
         return _inserted(status)
 
-    async def by_client_msg_id(self, conversation_id: UUID, sender_id: UUID, client_msg_id: str) -> Message | None:
+    async def by_client_msg_id(
+        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
+    ) -> Message | None:
+        """``sender_id`` None: the assistant's answer of that id (one per reply, see domain/assistant.py)."""
+        sender = "sender_id IS NULL AND $2::uuid IS NULL" if sender_id is None else "sender_id = $2"
         row = await self._conn.fetchrow(
             f"""SELECT {_MESSAGE_COLUMNS} FROM messages
-                WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3""",
+                WHERE conversation_id = $1 AND {sender} AND client_msg_id = $3""",
             conversation_id, sender_id, client_msg_id,
         )  # fmt: skip
         return None if row is None else message_from_row(row)

@@ -46,6 +46,9 @@ conversations = sa.Table(
     sa.Column("assistant_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("assistant_model", sa.Text),
     sa.Column("assistant_system_prompt", sa.Text),
+    # NULL: the server's default (LLM_PROVIDER, LLM_TEMPERATURE).
+    sa.Column("assistant_provider", sa.Text),
+    sa.Column("assistant_temperature", sa.Float),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
 )
@@ -96,6 +99,15 @@ messages = sa.Table(
     # Idempotent sends. NULL sender/client ids never collide (NULLs are distinct), which is what we want.
     sa.UniqueConstraint("conversation_id", "sender_id", "client_msg_id"),
     sa.Index("ix_messages_search", "search", postgresql_using="gin"),
+    # One answer per assistant reply: its client id is ``reply:{reply_id}`` and its sender is NULL, which the
+    # constraint above never compares; the writer also checks under the conversation's row lock.
+    sa.Index(
+        "uq_messages_assistant_reply",
+        "conversation_id",
+        "client_msg_id",
+        unique=True,
+        postgresql_where=sa.text("sender_id IS NULL AND client_msg_id IS NOT NULL"),
+    ),
     # Semantic search and retrieval: approximate nearest neighbours by cosine distance (``<=>``).
     sa.Index(
         "ix_messages_embedding",
@@ -228,4 +240,31 @@ projected_usage_events = sa.Table(
     metadata,
     sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
     sa.Column("projected_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+
+assistant_usage = sa.Table(
+    "assistant_usage",
+    metadata,
+    # One row per provider call: a reply retried after a crash is a second call (attempt 2).
+    sa.Column("reply_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column(
+        "conversation_id", pg.UUID(as_uuid=True), sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+    ),
+    # The person whose message triggered the answer (budgets are per user and day).
+    sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.id", ondelete="SET NULL")),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cost_usd", sa.Numeric(14, 6), nullable=False, server_default="0"),
+    sa.Column("ttft_ms", sa.Integer),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("status IN ('done', 'cancelled', 'error')", name="status"),
+    # Daily budgets sum a user's tokens since midnight.
+    sa.Index("ix_assistant_usage_user_id_created_at", "user_id", "created_at"),
 )

@@ -73,8 +73,23 @@ REVOKED_LOADED = f"{PREFIX}:revoked:loaded"
 
 
 def reply_stream(reply_id: UUID) -> str:
-    """Token deltas of one assistant answer (short-lived)."""
+    """Token deltas and the end of one assistant answer (short-lived, bounded): what ``resume`` replays."""
     return f"{PREFIX}:reply:{reply_id}"
+
+
+def reply_meta(reply_id: UUID) -> str:
+    """Hash of a reply: its conversation (membership checks for cancel/resume), trigger user, state."""
+    return f"{PREFIX}:reply:{reply_id}:meta"
+
+
+def reply_cancel(reply_id: UUID) -> str:
+    """Present once someone asked to stop this reply; the worker checks it with every delta."""
+    return f"{PREFIX}:reply:{reply_id}:cancel"
+
+
+#: Every reply entry of every conversation, read by every WS node without a group (a broadcast, like
+#: signals): nodes forward deltas as they come and use ``reply_stream`` only to replay.
+REPLIES_LIVE = f"{PREFIX}:replies"
 
 
 #: arq's job queue for `parley worker` (embeddings, assistant replies).
@@ -85,3 +100,9 @@ def embed_job_id(message_id: UUID) -> str:
     """arq job id of a message's embedding. One per message: arq will not queue a job whose id is
     queued, running or has a kept result, so a re-delivered event does not embed twice."""
     return f"embed:{message_id}"
+
+
+def reply_job_id(trigger_message_id: UUID) -> str:
+    """arq job id of the assistant's answer to a message: one job per trigger, however often the
+    trigger's event is delivered (arq refuses an id it holds queued, running or with a kept result)."""
+    return f"reply:{trigger_message_id}"

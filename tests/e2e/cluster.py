@@ -1,5 +1,5 @@
-"""Real processes for end-to-end tests: `parley api` nodes, `parley relay` and `parley projector`, which tests
-may kill -9."""
+"""Real processes for end-to-end tests: `parley api` nodes, `parley relay`, `parley projector` and (when asked
+for) `parley worker`, which tests may kill -9."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class Process:
 
 @dataclass
 class Cluster:
-    """Two API nodes and one relay over one PostgreSQL and one Redis."""
+    """Two API nodes and one relay over one PostgreSQL and one Redis (and a worker with ``with_worker``)."""
 
     env: dict[str, str]
     log_dir: Path
@@ -80,10 +80,19 @@ class Cluster:
     relay: Process | None = None
     #: `parley projector` processes (none unless ``projectors=`` is given to ``build``).
     projectors: list[Process] = field(default_factory=list)
+    worker: Process | None = None
 
     @classmethod
     def build(
-        cls, *, database_url: str, redis_url: str, log_dir: Path, jwt_secret: str, projectors: int = 0, **extra: str
+        cls,
+        *,
+        database_url: str,
+        redis_url: str,
+        log_dir: Path,
+        jwt_secret: str,
+        projectors: int = 0,
+        with_worker: bool = False,
+        **extra: str,
     ) -> Cluster:
         env = {
             **os.environ,
@@ -104,6 +113,8 @@ class Cluster:
         cluster.relay = Process("relay", ["relay"], env, log_dir / "relay.log")
         for i in range(1, projectors + 1):
             cluster.projectors.append(cluster.projector(f"projector{i}"))
+        if with_worker:
+            cluster.worker = Process("worker", ["worker"], env, log_dir / "worker.log")
         return cluster
 
     def projector(self, name: str) -> Process:
@@ -114,10 +125,12 @@ class Cluster:
     def start(self) -> None:
         assert self.relay is not None
         self.relay.start()
+        if self.worker is not None:
+            self.worker.start()
         for process in [*self.projectors, *self.nodes]:
             process.start()
 
     def stop(self) -> None:
-        for proc in [*self.nodes, self.relay, *self.projectors]:
+        for proc in [*self.nodes, self.relay, self.worker, *self.projectors]:
             if proc is not None:
                 proc.stop()

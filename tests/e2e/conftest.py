@@ -36,9 +36,16 @@ def e2e_redis(tmp_root: Path) -> Iterator[EmbeddedRedis]:
 
 
 @contextlib.contextmanager
-def running_cluster(database_url: str, redis: EmbeddedRedis, log_dir: Path, **env: str) -> Iterator[Cluster]:
+def running_cluster(
+    database_url: str, redis: EmbeddedRedis, log_dir: Path, *, with_worker: bool = False, **env: str
+) -> Iterator[Cluster]:
     built = Cluster.build(
-        database_url=database_url, redis_url=redis.url, log_dir=log_dir, jwt_secret=TEST_JWT_SECRET, **env
+        database_url=database_url,
+        redis_url=redis.url,
+        log_dir=log_dir,
+        jwt_secret=TEST_JWT_SECRET,
+        with_worker=with_worker,
+        **env,
     )
     built.start()
     try:

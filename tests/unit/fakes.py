@@ -108,7 +108,9 @@ class FakeMessageRepository:
         self.rows.append(message)
         return True
 
-    async def by_client_msg_id(self, conversation_id: UUID, sender_id: UUID, client_msg_id: str) -> Message | None:
+    async def by_client_msg_id(
+        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
+    ) -> Message | None:
         return next(
             (
                 m

@@ -32,9 +32,14 @@ def test_every_server_frame_round_trips_through_the_union() -> None:
             unread_count=1,
             updated_at=NOW,
         ),
-        frames.StreamDelta(conversation_id=ID, reply_id=ID, index=0, delta="he"),
+        frames.StreamDelta(conversation_id=ID, reply_id=ID, attempt=1, index=0, delta="he"),
         frames.StreamEnd(
-            conversation_id=ID, reply_id=ID, cancelled=True, usage=frames.Usage(input_tokens=1, output_tokens=2)
+            conversation_id=ID,
+            reply_id=ID,
+            attempt=1,
+            cancelled=True,
+            usage=frames.Usage(input_tokens=1, output_tokens=2),
+            error=frames.StreamError(code="TIMEOUT", message="no first token within 20s"),
         ),
         frames.Refreshed(expires_in=60),
         frames.Pong(),
