@@ -123,7 +123,7 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def handle(self, entries: list[StreamEntry]) -> Collection[bytes] | None:
+    async def handle(self, entries: list[StreamEntry]) -> Collection[StreamEntry] | None:
         """The consumer's handler: dispatch every event; raising leaves the whole batch pending."""
         for entry in entries:
             handlers = self._handlers.get(entry.event_type)

@@ -167,7 +167,7 @@ class ConversationController(Controller):
         """Who of the members is online now; changes after this come as WebSocket ``presence`` frames."""
         await require_member(services, conversation_id, user.id)
         node: Node = state.node
-        members = [p.user_id for p in await views.participants_of(services.engine, conversation_id)]
+        members = [p.user_id for p in await views.participants_of(services.engine, conversation_id, user.id)]
         return PresenceRead(online=sorted(await node.presence.online(members), key=str))
 
     # -- messages and read cursors ---------------------------------------------------------------

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
-from infrastructure import stream_metrics
 from app.ws.replies import ReplyFanout
+from infrastructure import stream_metrics
 from infrastructure.bootstrap import Services
 from infrastructure.db.tables import conversations
 from infrastructure.redis import groups, streams
