@@ -18,8 +18,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright, expect
 
 from infrastructure.embedded import EmbeddedRedis
+from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.cluster import Cluster
-from tests.e2e.conftest import running_cluster
 
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,11 +51,24 @@ expect.set_options(timeout=15_000)
 def web_cluster(
     e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
-    admin = f"admin-{uuid.uuid4().hex[:8]}@example.com"
-    with running_cluster(
-        e2e_database_url, e2e_redis, tmp_path_factory.mktemp("web-logs"), PARLEY_ADMIN_EMAILS=admin
-    ) as built:
+    """Two API nodes, the relay, a projector and a worker (the offline stand-in LLM, slowed so an answer
+    visibly streams for a few seconds)."""
+    built = Cluster.build(
+        database_url=e2e_database_url,
+        redis_url=e2e_redis.url,
+        log_dir=tmp_path_factory.mktemp("web-logs"),
+        jwt_secret=TEST_JWT_SECRET,
+        projectors=1,
+        with_worker=True,
+        PARLEY_ADMIN_EMAILS=f"admin-{uuid.uuid4().hex[:8]}@example.com",
+        LLM_PROVIDER="offline",
+        LLM_OFFLINE_DELAY="0.12",
+    )
+    built.start()
+    try:
         yield built
+    finally:
+        built.stop()
 
 
 @pytest.fixture(scope="session")

@@ -41,14 +41,15 @@ export class ConversationView {
 
   async open(pane, id, jumpSeq) {
     this.close();
-    const c = { id, msgs: [], hasOlder: false, hasNewer: false, loading: false, streams: new Map(), notes: new Map() };
+    // Live messages wait in `early` until the first page is shown, then go through the window rule.
+    const c = { id, msgs: [], early: [], hasOlder: false, hasNewer: false, loading: false, streams: new Map(), notes: new Map() };
     this.c = c;
     const details = await this.client.api("GET", `/api/conversations/${id}`);
     if (this.c !== c) return;
     c.details = details;
     c.names = new Map(details.participants.map((p) => [p.user_id, p.name]));
     c.readSeq = details.participants.find((p) => p.user_id === this.me.id)?.last_read_seq ?? 0;
-    if (this.client.lastSeq(id) == null) this.sidebar.upsert({ id, title: details.title, updated_at: details.updated_at }, details.last_seq);
+    this.sidebar.upsert({ id, title: details.title, updated_at: details.updated_at });
     this._build(pane);
     this.presence.snapshot(id);
     const page = jumpSeq
@@ -59,6 +60,9 @@ export class ConversationView {
     c.hasNewer = jumpSeq ? page.has_more : false;
     c.base = jumpSeq ? Math.max(0, jumpSeq - 20) : Math.max(0, details.last_seq - page.items.length);
     this._append(page.items);
+    const early = c.early;
+    c.early = null;
+    early.forEach((m) => this._onLive(m));
     for (const r of this.client.streaming(id)) this._onStream({ ...r, delta: "" });
     this._syncPending();
     this._renderPresence();
@@ -178,6 +182,7 @@ export class ConversationView {
 
   _onLive(m) {
     const c = this.c;
+    if (c.early) return void c.early.push(m);
     if (c.hasNewer || m.seq <= this._last()) return;
     if (m.seq === this._last() + 1) this._append([m]);
     else this._loadNewer(true);

@@ -2,10 +2,11 @@
  * ui/sidebar.js — the conversation list: last-message previews and unread badges kept live.
  *
  * The server's `conversation` frames (the caller's list changed) are the truth when it sends them;
- * until one arrives the list also moves on `message` frames of the conversations joined here, and is
- * fetched again after every reconnect (and every few seconds while the server has sent no
- * `conversation` frame, which is how a conversation we were added to appears). Every listed conversation is joined (up to the server's 100
- * per socket), from the last seq the list showed, so nothing between the fetch and the join is missed.
+ * the list also moves on `message` frames of the conversations joined here, and is fetched again
+ * after every reconnect (and every few seconds while the server has sent no `conversation` frame,
+ * which is how a conversation we were added to appears without them). Every listed conversation is
+ * joined live (up to the server's 100 per socket): the list needs what happens next, not history,
+ * and the client module rejoins from the last seq it saw after a reconnect.
  */
 import { h, mount, formatTime, perFrame } from "../dom.js";
 import { newConversationDialog } from "./dialogs.js";
@@ -24,7 +25,7 @@ export class Sidebar {
     this.list = h("ul", { class: "conv-list", "aria-label": "Conversations" });
     this.el = h("nav", { class: "sidebar", "aria-label": "Conversations" },
       h("div", { class: "sidebar-head" },
-        h("button", { type: "button", class: "primary", onclick: () => newConversationDialog(client, (c) => this.upsert(c, c.last_seq)) }, "New conversation")),
+        h("button", { type: "button", class: "primary", onclick: () => newConversationDialog(client, (c) => this.upsert(c)) }, "New conversation")),
       this.list);
     this.render = perFrame(() => this._render());
     client.on("message", (m) => this._onMessage(m));
@@ -47,7 +48,7 @@ export class Sidebar {
     this.items = new Map(page.items.map((c) => [c.id, c]));
     this.loaded = true;
     for (const c of page.items) {
-      if (this.client.lastSeq(c.id) == null) this.client.join(c.id, { afterSeq: c.last_message?.seq ?? 0 });
+      if (!this.client.rooms.has(c.id)) this.client.join(c.id);
     }
     this.render();
   }
@@ -69,12 +70,12 @@ export class Sidebar {
     if (unread < c.unread_count) { c.unread_count = unread; this.render(); }
   }
 
-  /** Add or update a conversation; a new one is joined from `afterSeq` (default: its last message). */
-  upsert(conversation, afterSeq = null) {
+  /** Add or update a conversation (joined live if it was not). */
+  upsert(conversation) {
     const known = this.items.get(conversation.id);
     const { id, title, last_message, unread_count, updated_at, read_seq } = { ...known, ...conversation };
     this.items.set(id, { id, title, last_message: last_message ?? null, unread_count: unread_count ?? 0, updated_at, read_seq });
-    if (this.client.lastSeq(id) == null) this.client.join(id, { afterSeq: afterSeq ?? last_message?.seq ?? 0 });
+    if (this.client.lastSeq(id) == null && !this.client.rooms.has(id)) this.client.join(id);
     this.render();
   }
 
