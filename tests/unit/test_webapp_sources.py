@@ -57,3 +57,9 @@ def test_the_client_module_passes_its_node_tests() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert re.search(r"^# pass [1-9]", done.stdout, re.M), done.stdout[-2000:]
+
+
+def test_every_screenshot_the_readme_shows_is_committed() -> None:
+    linked = re.findall(r"\((docs/screenshots/[\w.-]+\.png)\)", (ROOT / "README.md").read_text())
+    assert linked, "the README shows the web app"
+    assert [p for p in linked if not (ROOT / p).is_file()] == []

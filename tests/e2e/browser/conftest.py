@@ -46,6 +46,14 @@ for (const name of ["alert", "confirm", "prompt", "print"]) {
 
 expect.set_options(timeout=15_000)
 
+#: ``PARLEY_SCREENSHOTS=docs/screenshots`` retakes the README's screenshots while the tests run.
+SHOTS = os.environ.get("PARLEY_SCREENSHOTS")
+
+
+async def shoot(page: Page, name: str) -> None:
+    if SHOTS:
+        await page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))  # makes the folder
+
 
 @pytest.fixture(scope="session")
 def web_cluster(

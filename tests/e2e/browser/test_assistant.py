@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from playwright.async_api import WebSocket, expect
 
-from tests.e2e.browser.conftest import Open, Person, start_conversation
+from tests.e2e.browser.conftest import Open, Person, shoot, start_conversation
 from tests.e2e.cluster import Cluster
 
 
@@ -53,8 +53,10 @@ async def test_the_answer_streams_in_and_ends_equal_to_the_stored_message(people
     frames = record_frames(ann)
     await ann.page.reload()  # so the recorder sees the socket from its start
     conversation_id = await start_conversation(ann, "Ask the assistant", assistant=True)
-    await ann.say("What is Parley?")
+    await ann.say("What is Parley? Answer with a `code` sample, please.")
     await expect(ann.page.get_by_role("button", name="Stop")).to_be_visible()
+    await expect(ann.page.locator("article.streaming .body")).to_contain_text("language model")
+    await shoot(ann.page, "assistant-streaming")
     readings = [r for r in await readings_while_streaming(ann) if r]
     assert len(set(readings)) >= 3, f"the text should grow across DOM reads: {readings}"
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(readings))
@@ -69,7 +71,8 @@ async def test_the_answer_streams_in_and_ends_equal_to_the_stored_message(people
     messages = await stored_messages(ann, web_cluster.nodes[0].base_url, conversation_id)
     assert [m["text"] for m in messages if m["role"] == "assistant"] in ([streamed], [streamed.strip()])
     on_screen = (await answer.locator(".body").inner_text()).strip()
-    assert on_screen == streamed.strip() and on_screen.startswith(readings[-1])
+    await expect(answer.locator(".body code")).to_have_text("code")  # Markdown: `code` became <code>
+    assert on_screen == streamed.strip().replace("`", "") and on_screen.startswith(readings[-1])
     assert ann.console_errors == []
 
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 from playwright.async_api import expect
 
-from tests.e2e.browser.conftest import Open, Person, start_conversation
+from tests.e2e.browser.conftest import Open, Person, shoot, start_conversation
 from tests.e2e.cluster import Cluster
 
 
@@ -40,6 +40,7 @@ async def test_a_hit_far_back_opens_its_conversation_there(people: Open, web_clu
     await expect(hit.locator("mark")).to_have_text("Zanzibar")
     await expect(hit).to_contain_text("ferry</b>")  # the message's markup is text in the snippet too
     assert await results.locator("b").count() == 0
+    await shoot(ann.page, "search")
 
     await hit.click()
     target = ann.page.locator('.messages article.msg[data-seq="1"]')

@@ -5,15 +5,13 @@ With ``PARLEY_SCREENSHOTS=docs/screenshots`` the screenshots in the README are t
 
 from __future__ import annotations
 
-import os
 import re
 
 from playwright.async_api import Page, expect
 
-from tests.e2e.browser.conftest import PHONE, Open, Person, start_conversation
+from tests.e2e.browser.conftest import PHONE, Open, Person, shoot, start_conversation
 from tests.e2e.cluster import Cluster
 
-SHOTS = os.environ.get("PARLEY_SCREENSHOTS")
 CONTROLS = {"button", "link", "textbox", "searchbox", "combobox", "checkbox", "tab", "dialog", "navigation", "log"}
 
 SAMPLE = [
@@ -32,11 +30,6 @@ async def unnamed_controls(page: Page) -> list[str]:
         if found and found.group(1) in CONTROLS and not (found.group(3) or "").strip():
             missing.append(line.strip())
     return missing
-
-
-async def shoot(page: Page, name: str) -> None:
-    if SHOTS:
-        await page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))  # makes the folder
 
 
 async def set_theme(person: Person, theme: str) -> None:

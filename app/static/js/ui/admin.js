@@ -34,9 +34,30 @@ function draw(value, title, depth = 3) {
   return h("p", {}, `${title}: ${cell(value)}`);
 }
 
-async function section(client, title, path) {
+const TITLES = {
+  days: "Messages and active users per day", llm_usage: "LLM tokens and cost by model and user",
+  users: "Per user and day", conversations: "Per conversation and day", groups: "Consumer groups (all shards)",
+  projector: "Projector", shards: "Per shard",
+};
+
+/** The stream report with its per-shard groups flattened into one table (the lag report). */
+function streamsView(report) {
+  const { streams = [], ...rest } = report;
+  const shards = streams.flatMap((s) => (s.groups ?? []).map(({ consumers, ...g }) => ({
+    stream: s.stream, length: s.length, ...g, consumers: (consumers ?? []).length,
+  })));
+  const groups = (rest.groups ?? []).map(({ consumers, ...g }) => ({ ...g, consumers: (consumers ?? []).length }));
+  return { ...rest, groups, shards };
+}
+
+function titled(value) {
+  if (!value || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [TITLES[k] ?? k, v]));
+}
+
+async function section(client, title, path, shape = (x) => x) {
   try {
-    return draw(await client.api("GET", path), title, 3);
+    return draw(titled(shape(await client.api("GET", path))), title, 3);
   } catch (err) {
     const why = err.status === 403 ? "Administrators only." : err.status === 404 ? "Not available on this server." : err.message;
     return h("section", {}, h("h3", {}, title), h("p", { class: "form-error" }, why));
@@ -50,8 +71,9 @@ export async function renderAdmin(pane, client) {
   const page = h("div", { class: "page" }, h("h2", {}, "Administration"), h("p", { class: "empty" }, "Loading…"));
   mount(pane, page);
   const [stats, streams] = await Promise.all([
-    section(client, "Usage and tokens (last 7 days)", `/api/admin/stats?${range}`),
-    section(client, "Streams and lag", "/api/admin/streams"),
+    section(client, "Usage and tokens (last 7 days)", `/api/admin/stats?${range}`,
+      ({ days, llm_usage, users, conversations, ...rest }) => ({ ...rest, days, llm_usage, users, conversations })),
+    section(client, "Streams and lag", "/api/admin/streams", streamsView),
   ]);
   mount(page, h("h2", {}, "Administration"),
     h("button", { type: "button", onclick: () => renderAdmin(pane, client) }, "Refresh"), stats, streams);
