@@ -9,6 +9,7 @@ test can say "nothing ran" about more than what it looked at.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -126,8 +127,13 @@ class Person:
         )
         return [(int(seq), text.strip()) for seq, text in rows]
 
+    def conversation(self, title: str) -> Any:
+        """The list entry of a conversation (named "Title" or "Title, N unread")."""
+        name = re.compile(rf"^{re.escape(title)}(, \d+ unread)?$")
+        return self.page.get_by_role("navigation", name="Conversations").get_by_role("link", name=name)
+
     async def open(self, title: str) -> None:
-        await self.page.get_by_role("navigation", name="Conversations").get_by_role("link", name=title).click()
+        await self.conversation(title).click()
         await expect(self.page.get_by_role("heading", name=title)).to_be_visible()
 
 

@@ -19,7 +19,7 @@ async def test_two_people_see_each_others_messages_live_in_order_once(people: Op
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Weekend plans", bob)
-    await expect(bob.page.get_by_role("link", name="Weekend plans")).to_be_visible()  # the list moved by itself
+    await expect(bob.conversation("Weekend plans")).to_be_visible()  # the list moved by itself
     await bob.open("Weekend plans")
 
     # Both type at once, interleaved, without waiting for each other.
@@ -43,10 +43,10 @@ async def test_unread_badges_and_previews_move_and_reading_clears_them(people: O
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Badges", bob)
-    await expect(bob.page.get_by_role("link", name="Badges")).to_be_visible()
+    await expect(bob.conversation("Badges")).to_be_visible()
     for i in range(3):
         await ann.say(f"unread {i}")
-    entry = bob.page.get_by_role("link", name="Badges, 3 unread")
+    entry = bob.page.get_by_role("link", name="Badges, 3 unread", exact=True)
     await expect(entry).to_be_visible()
     await expect(entry.locator(".preview")).to_have_text("unread 2")
     await expect(entry.locator(".badge")).to_have_text("3")
@@ -74,7 +74,7 @@ async def test_hostile_text_renders_as_text_and_nothing_runs(people: Open) -> No
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Hostile", bob)
-    await expect(bob.page.get_by_role("link", name="Hostile")).to_be_visible()
+    await expect(bob.conversation("Hostile")).to_be_visible()
     await bob.open("Hostile")
     for payload in PAYLOADS:
         await ann.say(payload)

@@ -17,7 +17,7 @@ async def test_killing_the_node_of_someone_typing_loses_and_doubles_nothing(peop
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Outage", bob)
-    await expect(bob.page.get_by_role("link", name="Outage")).to_be_visible()
+    await expect(bob.conversation("Outage")).to_be_visible()
     await bob.open("Outage")
     typed: list[str] = []
 

@@ -30,7 +30,7 @@ async def test_a_hit_far_back_opens_its_conversation_there(people: Open, web_clu
     texts = ["The <b>ferry</b> to Zanzibar leaves at nine"] + [f"filler message {i}" for i in range(70)]
     await post(ann, web_cluster.nodes[0].base_url, conversation_id, texts)
 
-    await ann.page.get_by_role("link", name="Search").click()
+    await ann.page.get_by_role("link", name="Search", exact=True).click()
     await ann.page.get_by_role("searchbox", name="Search messages").fill("zanzibar")
     await ann.page.get_by_role("combobox", name="Search mode").select_option("text")
     await ann.page.get_by_role("button", name="Search", exact=True).click()

@@ -63,16 +63,16 @@ async def test_every_view_names_its_controls_in_both_themes_and_at_phone_width(
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Release", bob)
     await start_conversation(ann, "Design review", bob)
-    await expect(bob.page.get_by_role("link", name="Release")).to_be_visible()
+    await expect(bob.conversation("Release")).to_be_visible()
     await bob.open("Release")
     await ann.open("Release")
     for who, text in SAMPLE:
         await (ann if who == "Ann" else bob).say(text)
         await expect(ann.history()).to_have_count(SAMPLE.index((who, text)) + 1)
-    await bob.page.get_by_role("link", name="Design review").click()
-    await ann.page.get_by_role("link", name="Design review").click()
+    await bob.conversation("Design review").click()
+    await ann.conversation("Design review").click()
     await ann.say("Can you look at the new sidebar?")
-    await ann.page.get_by_role("link", name="Release").click()
+    await ann.conversation("Release").click()
     await expect(ann.history()).to_have_count(3)
 
     page = ann.page
@@ -87,7 +87,7 @@ async def test_every_view_names_its_controls_in_both_themes_and_at_phone_width(
     await shoot(page, "list-dark-phone")
     assert await unnamed_controls(page) == []
     await set_theme(ann, "light")
-    await page.get_by_role("link", name="Release").click()
+    await ann.conversation("Release").click()
     await shoot(page, "chat-light-phone")
     assert await unnamed_controls(page) == []
 
@@ -99,13 +99,13 @@ async def test_every_view_names_its_controls_in_both_themes_and_at_phone_width(
 
 async def test_the_admin_page_is_for_admins(people: Open, web_cluster: Cluster) -> None:
     admin: Person = await people("Ada", email=web_cluster.env["PARLEY_ADMIN_EMAILS"])
-    await admin.page.get_by_role("link", name="Admin").click()
+    await admin.page.get_by_role("link", name="Admin", exact=True).click()
     await expect(admin.page.get_by_role("heading", name="Streams and lag")).to_be_visible()
     await expect(admin.page.locator("table").first).to_be_visible()
     await shoot(admin.page, "admin")
     assert await unnamed_controls(admin.page) == []
 
     someone: Person = await people("Sam")
-    await expect(someone.page.get_by_role("link", name="Admin")).to_have_count(0)
+    await expect(someone.page.get_by_role("link", name="Admin", exact=True)).to_have_count(0)
     await someone.page.goto("/#/admin")
     await expect(someone.page.get_by_text("Administrators only.").first).to_be_visible()
