@@ -41,10 +41,10 @@ CONTENT_TYPES = {
 #: Worth compressing; images already are.
 COMPRESSIBLE = {".html", ".js", ".mjs", ".css", ".svg", ".json", ".webmanifest", ".LICENSE"}
 
-#: ``'self'`` covers same-origin ws:/wss: in CSP Level 3 browsers; older ones need the scheme spelled out.
+#: ``connect-src 'self'`` also covers the page's own ws:/wss: origin (CSP Level 3, every current browser).
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-    "connect-src 'self' ws: wss:; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
+    "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types dompurify"
 )
 SECURITY_HEADERS = {

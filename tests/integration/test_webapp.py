@@ -70,6 +70,7 @@ async def test_the_policy_allows_no_inline_script_and_nothing_from_elsewhere(cli
     assert csp["script-src"] == "'self'"
     assert csp["style-src"] == "'self'"
     assert csp["frame-ancestors"] == "'none'"
+    assert csp["connect-src"] == "'self'"
     assert csp["require-trusted-types-for"] == "'script'"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in response.text and " style=" not in response.text and " on" not in response.text.lower()

@@ -254,6 +254,7 @@ export class ParleyClient {
 
   _onOpen(ws) {
     if (ws !== this.ws) return;
+    for (const room of this.rooms.values()) room.resyncing = false;
     this.generation += 1;
     this.attempts = 0;
     this.lastFrameAt = this.now();
@@ -474,11 +475,13 @@ export class ParleyClient {
     if (!room) return;
     if (room.lastSeq != null && msg.seq <= room.lastSeq) return; // seen already
     if (room.lastSeq != null && msg.seq > room.lastSeq + 1) {
-      // Never expected (the server fills gaps), but if it happens: ask for the gap instead of skipping it.
-      this._sendJoin(msg.conversation_id, room);
+      // Never expected (the server fills gaps), but if it happens: ask for the gap once instead of skipping it.
+      if (!room.resyncing) this._sendJoin(msg.conversation_id, room);
+      room.resyncing = true;
       return;
     }
     room.lastSeq = msg.seq;
+    room.resyncing = false;
     if (msg.client_msg_id && msg.sender_id === this.user?.id) this._settle(msg.client_msg_id);
     this.emit("message", msg);
   }

@@ -16,12 +16,14 @@ from tests.e2e.browser.conftest import Open, Person, shoot, start_conversation
 from tests.e2e.cluster import Cluster
 
 
-def record_frames(person: Person) -> list[dict[str, Any]]:
-    """Every frame the page's socket receives, decoded (what the server really sent)."""
+def record_frames(person: Person, sent: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every frame the page's sockets receive (and, into ``sent``, send), decoded."""
     frames: list[dict[str, Any]] = []
 
     def on_socket(ws: WebSocket) -> None:
         ws.on("framereceived", lambda payload: frames.append(json.loads(payload)))
+        if sent is not None:
+            ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
 
     person.page.on("websocket", on_socket)
     return frames

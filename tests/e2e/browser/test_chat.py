@@ -92,7 +92,7 @@ async def test_hostile_text_renders_as_text_and_nothing_runs(people: Open) -> No
         assert person.console_errors == []
 
 
-async def test_a_person_adds_someone_by_email_and_sees_who_is_online(people: Open) -> None:
+async def test_a_person_adds_someone_by_email_and_sees_who_is_online_and_typing(people: Open) -> None:
     ann: Person = await people("Ann", node=0)
     bob: Person = await people("Bob", node=1)
     await start_conversation(ann, "Later")
@@ -105,5 +105,11 @@ async def test_a_person_adds_someone_by_email_and_sees_who_is_online(people: Ope
     await dialog.get_by_role("button", name="Add").click()
     people_list = ann.page.get_by_role("list", name="People")
     await expect(people_list.get_by_text("Bob")).to_have_attribute("data-online", "true")
+    await expect(bob.conversation("Later")).to_be_visible()
+    await bob.open("Later")
+    await bob.message_box().press_sequentially("thinking about it", delay=20)
+    await expect(ann.page.get_by_text("Bob is typing…")).to_be_visible()
+    await bob.message_box().press("Enter")
+    await expect(ann.page.get_by_text("Bob is typing…")).to_be_hidden()
     await bob.page.close()  # Bob's only socket closes: he goes offline
     await expect(people_list.get_by_text("Bob")).to_have_attribute("data-online", "false")

@@ -42,7 +42,7 @@ export class ConversationView {
   async open(pane, id, jumpSeq) {
     this.close();
     // Live messages wait in `early` until the first page is shown, then go through the window rule.
-    const c = { id, msgs: [], early: [], hasOlder: false, hasNewer: false, loading: false, streams: new Map(), notes: new Map() };
+    const c = { id, msgs: [], early: [], hasOlder: false, hasNewer: false, loading: false, streams: new Map(), notes: new Map(), finished: new Set() };
     this.c = c;
     const details = await this.client.api("GET", `/api/conversations/${id}`);
     if (this.c !== c) return;
@@ -323,6 +323,7 @@ export class ConversationView {
 
   _onStream(f) {
     const c = this.c;
+    if (c.finished.has(f.reply_id)) return;
     let entry = c.streams.get(f.reply_id);
     if (!entry) {
       entry = { el: streamElement(f.reply_id), render: null };
@@ -367,7 +368,12 @@ export class ConversationView {
       return;
     }
     for (const [replyId, entry] of c.streams) {
-      if (m.text.startsWith(entry.text ?? "")) { entry.el.remove(); c.streams.delete(replyId); break; }
+      if (m.text.startsWith(entry.text ?? "")) {
+        entry.el.remove();
+        c.streams.delete(replyId);
+        c.finished.add(replyId); // deltas replayed after this (a resume) have nothing left to show
+        break;
+      }
     }
   }
 
