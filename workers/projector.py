@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from domain import events
 from infrastructure.bootstrap import Services, bootstrap
-from infrastructure.db import read_models
+from infrastructure.db import read_model_upkeep, read_models
 from infrastructure.db.read_models import Change
 from infrastructure.redis import keys, list_changes, streams
 from infrastructure.redis.consumer import StreamConsumer
@@ -43,6 +43,8 @@ log = logging.getLogger("parley.projector")
 #: counts as lost rather than in flight.
 SWEEP_SECONDS = 10.0
 SWEEP_MIN_AGE_SECONDS = 30.0
+#: A consumer of the group idle this many claim periods with nothing pending is a process that is gone.
+FORGET_AFTER_CLAIM_PERIODS = 20
 #: A deadlock between two projectors (they share users across conversations) is retried at once.
 DEADLOCK_RETRIES = 5
 
@@ -109,7 +111,7 @@ async def project(conn: asyncpg.Connection, batch: Sequence[events.Event]) -> li
     for cid, uid in sorted(plan.readers):
         changes += await read_models.refresh_reader(conn, cid, uid)
     for usage in plan.usage:
-        await read_models.add_usage(conn, usage)
+        await read_model_upkeep.add_usage(conn, usage)
     return changes
 
 
@@ -211,7 +213,9 @@ class Projector:
     async def sweep(self) -> int:
         """Recompute conversations whose events never arrived; returns how many."""
         async with self._services.pg.acquire() as conn:
-            stale = await read_models.stale_conversations(conn, older_than_seconds=SWEEP_MIN_AGE_SECONDS, limit=500)
+            stale = await read_model_upkeep.stale_conversations(
+                conn, older_than_seconds=SWEEP_MIN_AGE_SECONDS, limit=500
+            )
         changes: list[Change] = []
         for cid in stale:
             RESYNCS.labels("lost").inc()
@@ -220,6 +224,9 @@ class Projector:
         await list_changes.publish(self._services.redis, changes)
         if stale:
             log.info("sweep recomputed %d conversations whose events were lost", len(stale))
+        idle_ms = max(self._services.settings.redis.claim_idle_ms * FORGET_AFTER_CLAIM_PERIODS, 60_000)
+        if gone := await self.consumer.forget_idle_consumers(idle_ms):
+            log.info("removed idle projector consumers with nothing pending: %s", ", ".join(gone))
         return len(stale)
 
     async def _sweep_loop(self) -> None:

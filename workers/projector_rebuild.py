@@ -20,7 +20,7 @@ from typing import TextIO
 from uuid import UUID
 
 from infrastructure.bootstrap import Services
-from infrastructure.db import read_models
+from infrastructure.db import read_model_upkeep, read_models
 from infrastructure.redis import list_changes
 
 log = logging.getLogger("parley.projections")
@@ -77,7 +77,7 @@ async def rebuild(services: Services, progress: Progress | None = None) -> int:
         if progress is not None and (done % 50 == 0 or done == len(ids)):
             progress(done, len(ids))
     async with services.pg.acquire() as conn, conn.transaction():
-        await read_models.recount_totals(conn)
+        await read_model_upkeep.recount_totals(conn)
     if progress is not None and not ids:
         progress(0, 0)
     log.info("rebuilt the read models of %d conversations in %.1fs", len(ids), time.monotonic() - started)

@@ -47,8 +47,8 @@ class AdminController(Controller):
         self,
         services: ServicesDep,
         user: UserDep,
-        from_day: Annotated[date | None, QueryParameter(query="from", description="first UTC day")] = None,
-        to_day: Annotated[date | None, QueryParameter(query="to", description="last UTC day")] = None,
+        from_day: Annotated[date | None, QueryParameter(name="from", description="first UTC day")] = None,
+        to_day: Annotated[date | None, QueryParameter(name="to", description="last UTC day")] = None,
         limit: StatsLimit = 1000,
     ) -> stats_views.Stats:
         """Messages per day per conversation and per user, active users, LLM calls, tokens and cost."""

@@ -190,6 +190,22 @@ class StreamConsumer:
                 claimed += len(entries)
         return claimed
 
+    async def forget_idle_consumers(self, idle_ms: int) -> list[str]:
+        """Remove other consumers of the group that hold nothing and were idle ``idle_ms`` (processes that
+        stopped or died and whose entries were claimed), so the operators' report lists live ones only."""
+        removed = []
+        for stream in self.streams:
+            try:
+                consumers = await self.redis.xinfo_consumers(stream, self.group)
+            except ResponseError:  # no stream or no group yet: nobody to forget
+                continue
+            for info in consumers:
+                name = info["name"].decode() if isinstance(info["name"], bytes) else str(info["name"])
+                if name != self.consumer and not int(info["pending"]) and int(info["idle"]) >= idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, self.group, name)
+                    removed.append(name)
+        return sorted(set(removed))
+
     async def _drain_own_pending(self, stream: str) -> None:
         after: str | bytes = "0"
         while True:

@@ -143,3 +143,20 @@ async def test_equal_entry_ids_on_two_shards_are_acked_apart(services: Services)
 
     assert (await services.redis.xpending(STREAM, "test"))["pending"] == 0
     assert (await services.redis.xpending(other, "test"))["pending"] == 1
+
+
+async def test_idle_consumers_holding_nothing_are_forgotten(services: Services) -> None:
+    async def record(entries: list[StreamEntry]) -> None:
+        return None
+
+    await consumer(services, "gone", record).setup()
+    await services.redis.xreadgroup("test", "gone", {STREAM: ">"}, count=1)  # registers the consumer
+    await services.redis.xreadgroup("test", "busy", {STREAM: "0"}, count=1)
+    await _publish(services, 1)
+    await services.redis.xreadgroup("test", "busy", {STREAM: ">"}, count=1)  # busy holds one pending entry
+    alive = consumer(services, "alive", record)
+    await asyncio.sleep(0.05)
+
+    assert await alive.forget_idle_consumers(10) == ["gone"]
+    names = {c["name"] for c in await services.redis.xinfo_consumers(STREAM, "test")}
+    assert names == {b"busy"}
