@@ -33,7 +33,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -123,8 +123,9 @@ class Worker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def handle(self, entries: list[StreamEntry]) -> Collection[StreamEntry] | None:
-        """The consumer's handler: dispatch every event; raising leaves the whole batch pending."""
+    async def handle(self, entries: list[StreamEntry]) -> None:
+        """The consumer's handler: dispatch every event, then the whole batch is acked (returning None
+        means "all handled"); raising leaves the whole batch pending, to be retried."""
         for entry in entries:
             handlers = self._handlers.get(entry.event_type)
             EVENTS.labels(entry.event_type).inc()
@@ -137,7 +138,6 @@ class Worker:
                 continue
             for handler in handlers:
                 await handler(self, event)
-        return None
 
     async def run(self) -> None:
         """Until ``stop``: load the model, then consume, run jobs and sweep; back off while Redis is down."""

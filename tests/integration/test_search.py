@@ -3,6 +3,7 @@ ranking, membership enforced in the SQL, hostile queries, paging."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -29,10 +30,10 @@ SECRET = "canary: the launch code is HONEYBADGER-5521"
 
 
 async def post_all(client: AsyncTestClient[Any], user: TestUser, conversation_id: str, texts: list[str]) -> None:
-    for i, text in enumerate(texts):
+    for text in texts:
         response = await client.post(
             f"/api/conversations/{conversation_id}/messages",
-            json={"client_msg_id": f"m{i}", "text": text},
+            json={"client_msg_id": str(uuid.uuid4()), "text": text},
             headers=user.headers,
         )
         assert response.status_code == 201, response.text
@@ -216,3 +217,30 @@ async def test_bad_parameters_get_a_4xx_envelope(
 
 async def test_search_needs_a_login(client: AsyncTestClient[Any]) -> None:
     assert_error(await client.get("/api/search", params={"q": "x"}), 401, "UNAUTHORIZED")
+
+
+async def test_the_index_path_keeps_to_the_callers_messages_and_falls_back_to_exact(
+    client: AsyncTestClient[Any],
+    services: Services,
+    corpus: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers who see many messages go through the HNSW index (forced here with small thresholds): when
+    the table's nearest vectors are someone else's, the caller still gets their own best match."""
+    from infrastructure.search import queries
+
+    monkeypatch.setattr(queries, "EXACT_SCAN_MAX_ROWS", 0)
+    monkeypatch.setattr(queries, "ANN_MIN_CANDIDATES", 3)
+    monkeypatch.setattr(queries, "ANN_MAX_CANDIDATES", 3)
+    bob = corpus["bob"]
+    await post_all(
+        client, bob, corpus["bobs"]["id"], [f"my cat naps on the sofa every afternoon ({i})" for i in range(8)]
+    )
+    await embed_all(services)
+
+    for mode in ("semantic", "hybrid"):
+        hits = await search(client, corpus["alice"], "a cat napping", mode=mode)
+        assert texts(hits)[0] == PARAPHRASE, mode
+        assert {h["conversation_id"] for h in hits} == {corpus["room"]["id"]}, mode
+    bobs_hits = await search(client, bob, "a cat napping", mode="semantic")
+    assert "my cat naps on the sofa" in texts(bobs_hits)[0]
