@@ -39,6 +39,8 @@ from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, 
 from tests.fakes.anthropic_server import Answer, FakeAnthropic, Received
 
 PASSWORD = "bench-password-1"
+#: Clients offer permessage-deflate, as browsers do (``--no-deflate``: they do not).
+DEFLATE = True
 
 
 def answer_for(args: argparse.Namespace) -> Answer:
@@ -63,9 +65,14 @@ def latencies(sent: list[float], received: list[float]) -> tuple[float, list[flo
 
 async def setup_users(base_url: str, n: int) -> list[tuple[str, str]]:
     """(token, conversation id) per user; each conversation has the assistant enabled."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    gate = asyncio.Semaphore(8)  # registration hashes passwords (Argon2): a few at a time
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
 
         async def one(i: int) -> tuple[str, str]:
+            async with gate:
+                return await register(i)
+
+        async def register(i: int) -> tuple[str, str]:
             email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
             r = await http.post("/api/auth/register", json={"email": email, "password": PASSWORD, "name": f"B{i}"})
             token = r.json()["access_token"]
@@ -85,7 +92,9 @@ async def one_client(
 ) -> tuple[str, list[float]]:
     """Join, get one warm-up answer, wait for the start, send, then timestamp every ``stream`` frame
     until ``stream_end``: (reply id, arrival times by index)."""
-    async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    headers = {"Authorization": f"Bearer {token}"}
+    compression = "deflate" if DEFLATE else None
+    async with websockets.connect(ws_url, additional_headers=headers, compression=compression) as ws:
         await ws.send(f'{{"type":"join","conversation_id":"{cid}"}}')
         while '"joined"' not in str(await ws.recv()):
             pass
@@ -159,12 +168,16 @@ async def run_parley(args: argparse.Namespace, env: dict[str, str], tmp: Path, f
         await embeddings_settled(env["DATABASE_URL"])
         fake.reset()
         profilers = start_profilers(args, servers, tmp)
+        cpu_before = cpu_seconds(servers)
         go.set()
         received = await asyncio.gather(*tasks)
+        cpu_used = {name: cpu_seconds(servers)[name] - spent for name, spent in cpu_before.items()}
         for profiler in profilers:
             profiler.wait(60)
         sent = sent_by_tag(list(fake.requests))
         result = collect([(sent[tag], got) for tag, (_, got) in zip(tags, received, strict=True)])
+        deltas = sum(len(got) for _, got in received)
+        result["cpu_us_per_delta"] = {name: used / deltas * 1e6 for name, used in cpu_used.items()}
         result["hops"] = await redis_hops(env["REDIS_URL"], [(sent[t], r) for t, r in zip(tags, received, strict=True)])
         return result
     finally:
@@ -245,6 +258,11 @@ def report(args: argparse.Namespace, parley: dict[str, Any], baseline: dict[str,
     for key, label in (("first", "provider first token -> client"), ("delta", "per delta")):
         p, b = parley[key], baseline[key]
         print(f"{label:<28}{p[0]:>12.2f}{p[1]:>9.2f}{b[0]:>15.2f}{b[1]:>9.2f}{p[0] - b[0]:>12.2f}{p[1] - b[1]:>9.2f}")
+    cpu = parley["cpu_us_per_delta"]
+    print(
+        f"server CPU per delta while streaming (µs, load-independent): worker {cpu.get('worker', 0):.0f}, "
+        f"API node {cpu.get('api', 0):.0f}, relay {cpu.get('relay', 0):.0f}"
+    )
     hops = parley["hops"]
     print("per delta, split at Redis (by reply-stream entry ids, 1 ms resolution):")
     print(f"  provider -> reply stream (worker)   p50 {hops['worker'][0]:7.1f}  p99 {hops['worker'][1]:7.1f}")
@@ -263,8 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         help="remote: the worker gets vectors over HTTP from the bench's server (the streaming path alone); "
         "local: the worker runs the embedding model itself, competing with the streaming for CPU",
     )
+    parser.add_argument("--no-deflate", action="store_true", help="clients do not offer permessage-deflate")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the worker and API node into DIR (raw stacks)")
     args = parser.parse_args(argv)
+    global DEFLATE
+    DEFLATE = not args.no_deflate
     with tempfile.TemporaryDirectory(prefix="parley-bench-assistant-") as name:
         tmp = Path(name)
         fake = FakeAnthropic(lambda body: answer_for(args)).start()
@@ -306,6 +327,18 @@ async def embeddings_settled(database_url: str) -> None:
                 await asyncio.sleep(0.2)
     finally:
         await conn.close()
+
+
+def cpu_seconds(servers: list[Server]) -> dict[str, float]:
+    """User + system CPU time each server process has used so far (load-independent cost)."""
+    import psutil
+
+    out = {}
+    for server in servers:
+        if server.popen is not None:
+            times = psutil.Process(server.popen.pid).cpu_times()
+            out[server.name] = times.user + times.system
+    return out
 
 
 def start_profilers(args: argparse.Namespace, servers: list[Server], tmp: Path) -> list[Any]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from prometheus_client import Counter, Histogram
 
@@ -39,6 +40,7 @@ from infrastructure.db import assistant as db
 from infrastructure.llm.base import LLMError, LLMRequest
 from infrastructure.llm.registry import Choice, Providers, choose
 from infrastructure.redis import replies
+from infrastructure.redis.pipeline_sink import PipelineSink
 from infrastructure.redis.replies import ReplyError, ReplyWriter
 from workers.assistant_context import Recall, build_request, conversation_recall, no_recall
 from workers.assistant_stream import Outcome, ReplyPump
@@ -78,12 +80,18 @@ class Assistant:
         self.services = services
         self.providers = providers
         self.recall = recall
+        #: One Redis round trip for the deltas of every answer this process is streaming at that moment.
+        self.sink = PipelineSink(services.redis)
+
+    async def aclose(self) -> None:
+        await self.providers.aclose()
+        await self.sink.close()
 
     async def answer(self, trigger: Trigger, *, attempt: int) -> str:
         """Answer ``trigger`` (attempt ``attempt``); returns what happened, for arq's result and logs."""
         pool, redis = self.services.pg, self.services.redis
         reply_id = reply_id_for(trigger.message_id)
-        writer = ReplyWriter(redis, reply_id, trigger.conversation_id, attempt)
+        writer = ReplyWriter(redis, reply_id, trigger.conversation_id, attempt, sink=self.sink)
         existing = await db.stored_answer(pool, trigger.conversation_id, answer_client_msg_id(reply_id))
         if existing is not None:  # an earlier attempt wrote it and died before closing the stream
             await writer.end(writer.ending(message_id=existing.id, seq=existing.seq))
@@ -193,9 +201,12 @@ class Assistant:
             status=out.status.value,
         )
         error = None if out.error is None else f"{out.error.code}: {out.error.message}"
-        await db.record_usage(
-            self.services.pg, event, error=error, shard_count=self.services.settings.redis.shard_count
-        )
+        try:
+            await db.record_usage(
+                self.services.pg, event, error=error, shard_count=self.services.settings.redis.shard_count
+            )
+        except asyncpg.ForeignKeyViolationError:  # the conversation was deleted meanwhile: nothing to count
+            log.info("usage of reply %s not recorded: its conversation is gone", writer.reply_id)
         REPLIES.labels(choice.provider, model, out.status.value).inc()
         TOKENS.labels(choice.provider, model, "input").inc(usage.input_tokens)
         TOKENS.labels(choice.provider, model, "output").inc(usage.output_tokens)
@@ -235,4 +246,4 @@ async def setup(ctx: dict[str, Any], services: Services, recall: Recall | None =
 async def teardown(ctx: dict[str, Any]) -> None:
     assistant: Assistant | None = ctx.get("assistant")
     if assistant is not None:
-        await assistant.providers.aclose()
+        await assistant.aclose()

@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import httpx2
+import msgspec
 from anthropic.types import AssistantMessageParam, UserMessageParam
 
 from domain.assistant import Turn, Usage
@@ -45,54 +46,95 @@ class AnthropicProvider:
         await self._client.close()
 
     async def _attempt(self, request: LLMRequest) -> AsyncGenerator[StreamItem, None]:
+        # The SDK sends the request, raises its typed errors (HTTP status) and splits the Server-Sent
+        # Events; the events' JSON is decoded here with msgspec, which costs a fraction of building the
+        # SDK's pydantic event models: the worker relays every delta of every answer.
+        # No temperature: the current Messages API (SDK 2.x) has none; it applies to openai only.
         try:
-            # No temperature: the current Messages API (SDK 2.x) has none; it applies to openai only.
-            events: Any = await self._client.messages.create(
+            async with self._client.messages.with_streaming_response.create(
                 model=request.model,
                 system=request.system,
                 messages=[_message(t) for t in request.turns],
                 max_tokens=request.max_tokens,
                 stream=True,
-            )
-        except anthropic.APIError as exc:
-            raise _translate(exc) from exc
-        try:
-            async for item in _read(events):
-                yield item
+            ) as response:
+                async for item in _read(anthropic.AsyncStream.raw_events(response.http_response)):
+                    yield item
         except anthropic.APIError as exc:
             raise _translate(exc) from exc
         except httpx2.HTTPError as exc:  # the connection broke mid-stream
             raise LLMError("UNAVAILABLE", f"the provider's stream broke off: {exc}") from exc
-        finally:
-            await events.close()
 
 
-async def _read(events: Any) -> AsyncIterator[StreamItem]:
-    """Raw stream events to our items. Usage: input tokens come with ``message_start``, output tokens
-    (cumulative) with ``message_delta``."""
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _Message(msgspec.Struct):
+    model: str | None = None
+    usage: _Usage = msgspec.field(default_factory=_Usage)
+
+
+class _Delta(msgspec.Struct):
+    type: str | None = None
+    text: str | None = None
+    stop_reason: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    type: str = "api_error"
+    message: str = ""
+
+
+class _Event(msgspec.Struct):
+    """The fields of every Messages streaming event that matter here."""
+
+    type: str
+    message: _Message | None = None
+    delta: _Delta | None = None
+    usage: _Usage | None = None
+    error: _ErrorBody | None = None
+
+
+_decode_event = msgspec.json.Decoder(_Event).decode
+
+
+async def _read(events: AsyncIterator[Any]) -> AsyncIterator[StreamItem]:
+    """Server-Sent Events to our items. Usage: input tokens come with ``message_start``, output tokens
+    (cumulative) with ``message_delta``; an ``error`` event ends the stream with that error."""
     input_tokens = output_tokens = 0
     stop_reason: str | None = None
     model: str | None = None
-    async for event in events:
+    async for sse in events:
+        if not sse.data or sse.event == "ping":
+            continue
+        event = _decode_event(sse.data)
         kind = event.type
-        if kind == "message_start":
+        if kind == "content_block_delta" and event.delta is not None and event.delta.type == "text_delta":
+            yield TextDelta(event.delta.text or "")
+        elif kind == "message_start" and event.message is not None:
             model = event.message.model
             input_tokens = event.message.usage.input_tokens or 0
             output_tokens = event.message.usage.output_tokens or 0
-        elif kind == "content_block_delta" and event.delta.type == "text_delta":
-            yield TextDelta(event.delta.text)
         elif kind == "message_delta":
-            output_tokens = event.usage.output_tokens or output_tokens
-            input_tokens = event.usage.input_tokens or input_tokens
-            stop_reason = event.delta.stop_reason
+            if event.usage is not None:
+                output_tokens = event.usage.output_tokens or output_tokens
+                input_tokens = event.usage.input_tokens or input_tokens
+            stop_reason = event.delta.stop_reason if event.delta is not None else stop_reason
         elif kind == "message_stop":
-            yield Finished(
-                usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-                stop_reason=stop_reason,
-                model=model,
-            )
+            usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+            yield Finished(usage=usage, stop_reason=stop_reason, model=model)
             return
+        elif kind == "error":
+            raise _stream_error(event.error or _ErrorBody())
     raise LLMError("UNAVAILABLE", "the provider's stream ended before message_stop")
+
+
+def _stream_error(error: _ErrorBody) -> LLMError:
+    code = "RATE_LIMITED" if error.type == "rate_limit_error" else "PROVIDER_ERROR"
+    detail = error.message or error.type
+    return LLMError(code, f"the provider failed: {detail}", retryable=error.type in RETRYABLE_TYPES)
 
 
 def _message(turn: Turn) -> MessageParam:

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from domain.assistant import Usage
 from infrastructure.redis import keys
+from infrastructure.redis.pipeline_sink import PipelineSink
 
 #: How long a finished (or abandoned) reply can still be resumed.
 REPLY_TTL_SECONDS = 600
@@ -111,8 +112,11 @@ async def history(redis: Redis, reply_id: UUID) -> list[ReplyEntry]:
 class ReplyWriter:
     """The worker's side of one attempt at one reply."""
 
-    def __init__(self, redis: Redis, reply_id: UUID, conversation_id: UUID, attempt: int) -> None:
+    def __init__(
+        self, redis: Redis, reply_id: UUID, conversation_id: UUID, attempt: int, *, sink: PipelineSink | None = None
+    ) -> None:
         self.redis = redis
+        self.sink = sink
         self.reply_id = reply_id
         self.conversation_id = conversation_id
         self.attempt = attempt
@@ -126,24 +130,38 @@ class ReplyWriter:
         await pipe.execute()
 
     async def deltas(self, texts: list[str]) -> bool:
-        """Append the next deltas (one round trip, whatever their number); True when a cancel was
-        requested (the caller stops)."""
-        pipe = self.redis.pipeline(transaction=False)
+        """Append the next deltas (one round trip, whatever their number, shared with other replies when
+        a sink is given); True when a cancel was requested (the caller stops)."""
         first = self.deltas_written == 0
+        entries = []
         for text in texts:
-            entry = ReplyDelta(
-                reply_id=self.reply_id,
-                conversation_id=self.conversation_id,
-                attempt=self.attempt,
-                index=self.deltas_written,
-                delta=text,
+            entries.append(
+                ReplyDelta(
+                    reply_id=self.reply_id,
+                    conversation_id=self.conversation_id,
+                    attempt=self.attempt,
+                    index=self.deltas_written,
+                    delta=text,
+                )
             )
             self.deltas_written += 1
-            self._append(pipe, entry)
-        if first:
-            pipe.expire(keys.reply_stream(self.reply_id), REPLY_TTL_SECONDS)
-        pipe.exists(keys.reply_cancel(self.reply_id))
-        results = await pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for entry in entries:
+                self._append(pipe, entry)
+            if first:
+                pipe.expire(keys.reply_stream(self.reply_id), REPLY_TTL_SECONDS)
+            pipe.exists(keys.reply_cancel(self.reply_id))
+
+        if self.sink is not None:
+            results = await self.sink.execute(build)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            results = await pipe.execute(raise_on_error=False)
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
         return bool(results[-1])
 
     async def end(self, end: ReplyEnd) -> None:

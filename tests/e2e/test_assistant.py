@@ -56,6 +56,7 @@ def acluster(
         LLM_FIRST_TOKEN_TIMEOUT=str(FIRST_TOKEN_TIMEOUT),
         LLM_TOTAL_TIMEOUT=str(TOTAL_TIMEOUT),
         LLM_RETRIES="2",
+        LLM_CONTEXT_MESSAGES="4",
         PARLEY_LIMIT_MESSAGES_PER_SECOND="5000",
         PARLEY_LIMIT_MESSAGE_BURST="5000",
     ) as built:
@@ -179,6 +180,45 @@ async def test_every_node_streams_the_same_contiguous_answer_that_is_stored_with
     body = script.requests[0].body
     assert body["messages"][-1]["content"] == "P0: hi both\n\nP0: @assistant when is the meeting?"
     assert len(script.requests) == 1
+
+
+async def test_recall_brings_earlier_messages_of_the_conversation_and_never_another_conversations_canary(
+    acluster: Cluster, script: FakeAnthropic, clients: list[ChatClient], e2e_database_url: str
+) -> None:
+    mine, theirs = await Room.create(acluster, people=1), await Room.create(acluster, people=1)
+    canary = f"CANARY-{uuid.uuid4().hex[:8]}: the launch code for project Zephyr is 9999."
+    await theirs.post(canary)
+    await mine.post("The launch code for project Zephyr is 7431.")
+    for filler in ("lunch at noon?", "sure, the usual place", "bring the slides", "and the projector"):
+        await mine.post(filler)
+    await embedded(e2e_database_url, [mine.id, theirs.id], count=6)  # the worker embeds every message
+    watcher = await mine.client(0, 1, clients)
+    script.reset()
+
+    await mine.post("what was the launch code for project Zephyr?")
+    await reply_frames(watcher)
+
+    body = script.requests[0].body
+    assert body["messages"][-1]["content"].endswith("what was the launch code for project Zephyr?")
+    assert "lunch at noon?" not in body["messages"][-1]["content"]  # outside the 4 most recent ...
+    assert "7431" in body["system"]  # ... but recalled by meaning
+    assert all("CANARY" not in r.text and "9999" not in r.text for r in script.requests)
+
+
+async def embedded(database_url: str, conversation_ids: list[str], *, count: int, timeout: float = 30) -> None:
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM messages WHERE conversation_id = ANY($1::uuid[]) AND embedding IS NOT NULL",
+                    [uuid.UUID(c) for c in conversation_ids],
+                )
+                if done >= count:
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 async def test_cancel_from_the_other_node_ends_the_reply_for_everyone_and_closes_the_provider_call(

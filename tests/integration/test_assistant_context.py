@@ -80,7 +80,7 @@ async def test_the_request_has_recent_messages_trigger_last_and_recalls_only_thi
     )
 
     assert await assistant.answer(trigger, attempt=1) == "done"
-    await assistant.providers.aclose()
+    await assistant.aclose()
 
     body = server.requests[0].body
     assert body["messages"][-1]["role"] == "user"

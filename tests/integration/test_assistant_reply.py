@@ -66,7 +66,7 @@ async def worker_services(settings: Settings, fake: FakeAnthropic, clean_state: 
 async def assistant(worker_services: Services) -> AsyncIterator[Assistant]:
     made = Assistant(worker_services, Providers(worker_services.settings.llm))
     yield made
-    await made.providers.aclose()
+    await made.aclose()
 
 
 async def ask(client: AsyncTestClient[Any], user: TestUser, conversation_id: str, text: str) -> Trigger:
@@ -210,7 +210,7 @@ async def test_a_user_over_the_daily_budget_gets_a_clear_refusal_and_no_provider
     end = (await replies.history(worker_services.redis, reply_id_for(second.message_id)))[-1]
     assert isinstance(end, ReplyEnd) and end.error is not None and end.error.code == "BUDGET_EXCEEDED"
     assert len(fake.requests) == 1
-    await assistant.providers.aclose()
+    await assistant.aclose()
 
 
 async def test_cancel_is_refused_to_non_members_and_unknown_replies(
