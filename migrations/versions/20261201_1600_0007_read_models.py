@@ -13,9 +13,8 @@ from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
 revision = "0007"
-down_revision = (
-    "0009"  # re-chained after 0009 where issue-7 and issue-9 meet (issue-11 merge); the lead re-chains at the end
-)
+# Re-chained after 0009 where issue-7 and issue-9 meet (issue-11's merge); the lead re-chains at the end.
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
