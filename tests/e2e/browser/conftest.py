@@ -13,12 +13,14 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright, expect
 
-from infrastructure.embedded import EmbeddedRedis
+from infrastructure.embedded import EmbeddedPostgres, start_redis
+from infrastructure.migrate import upgrade_head
 from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.cluster import Cluster
 
@@ -56,15 +58,26 @@ async def shoot(page: Page, name: str) -> None:
         await page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))  # makes the folder
 
 
-@pytest.fixture(scope="session")
-def web_cluster(
-    e2e_database_url: str, e2e_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
+@pytest.fixture(scope="package")
+def web_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
+    """A database of its own: the browser tests' conversations stay out of other tests' checks."""
+    if postgres is None:
+        return database_url
+    postgres.create_database("parley_web")
+    url = postgres.url("parley_web")
+    upgrade_head(url)
+    return url
+
+
+@pytest.fixture(scope="package")
+def web_cluster(web_database_url: str, tmp_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two API nodes, the relay, a projector and a worker (the offline stand-in LLM, slowed so an answer
-    visibly streams for a few seconds)."""
+    visibly streams for a few seconds), on a Redis of their own: this worker must not take the jobs of
+    other end-to-end tests' workers, which share a consumer group name. Stopped after the package."""
+    redis = start_redis(tmp_root / "web-redis")
     built = Cluster.build(
-        database_url=e2e_database_url,
-        redis_url=e2e_redis.url,
+        database_url=web_database_url,
+        redis_url=redis.url,
         log_dir=tmp_path_factory.mktemp("web-logs"),
         jwt_secret=TEST_JWT_SECRET,
         projectors=1,
@@ -78,9 +91,10 @@ def web_cluster(
         yield built
     finally:
         built.stop()
+        redis.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def playwright() -> AsyncIterator[Playwright]:
     if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once per session)
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
@@ -88,7 +102,7 @@ async def playwright() -> AsyncIterator[Playwright]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def browser(playwright: Playwright) -> AsyncIterator[Browser]:
     launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield launched

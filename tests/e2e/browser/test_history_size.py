@@ -84,14 +84,14 @@ async def cold_and_warm(browser: Browser, person: Person, node_url: str, convers
 
 
 async def test_five_thousand_messages_open_with_one_page_of_dom(
-    people: Open, browser: Browser, web_cluster: Cluster, e2e_database_url: str
+    people: Open, browser: Browser, web_cluster: Cluster, web_database_url: str
 ) -> None:
     ann: Person = await people("Ann", node=0)
     me = await ann.page.evaluate("JSON.parse(localStorage.getItem('parley.session')).user.id")
     big = await start_conversation(ann, "Five thousand")
     small = await start_conversation(ann, "Fifty")
-    await seed_history(e2e_database_url, big, UUID(me), 5000)
-    await seed_history(e2e_database_url, small, UUID(me), 100)
+    await seed_history(web_database_url, big, UUID(me), 5000)
+    await seed_history(web_database_url, small, UUID(me), 100)
 
     node_url = web_cluster.nodes[0].base_url
     small_figures = await cold_and_warm(browser, ann, node_url, small)
