@@ -85,8 +85,12 @@ test-lowest: $(TOOLS)/bin/uv ## run the suite against the lowest versions pyproj
 run: $(STAMP) ## start Parley on http://127.0.0.1:8000 (embedded PostgreSQL+pgvector and Redis)
 	$(BIN)/parley dev
 
+.PHONY: browser
+browser: ## Debian's Chromium for the browser tests (tests/e2e/browser), unless it is there already
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 .PHONY: test
-test: $(STAMP) deploy-tools ## run the whole suite: unit, integration and end-to-end (real PostgreSQL, Redis, processes)
+test: $(STAMP) deploy-tools browser ## run the whole suite: unit, integration and end-to-end (real PostgreSQL, Redis, processes, browser)
 	$(BIN)/pytest
 
 .PHONY: unit-tests
@@ -98,7 +102,7 @@ integration-tests: $(STAMP) ## in-process app over real PostgreSQL and Redis
 	$(BIN)/pytest tests/integration
 
 .PHONY: e2e-tests
-e2e-tests: $(STAMP) ## real processes: api nodes, relay, kills and restarts
+e2e-tests: $(STAMP) browser ## real processes: api nodes, relay, kills and restarts
 	$(BIN)/pytest tests/e2e
 
 .PHONY: lint
@@ -111,6 +115,10 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+.PHONY: vendor
+vendor: ## fetch the web app's browser libraries (marked, DOMPurify) from npm at the pinned versions
+	$(PYTHON) scripts/vendor.py
 
 .PHONY: bench
 bench: $(STAMP) ## write-path benchmark against a plain-INSERT baseline (prints numbers)

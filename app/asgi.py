@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -22,6 +23,7 @@ from app.controllers.unread import UnreadController
 from app.deps import SERVICES
 from app.errors import handle_exception, quiet_client_faults
 from app.openapi import assets_router, complete_document, openapi_config, repair_options_handlers
+from app.webapp import Bundle, WebAppController
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
@@ -76,8 +78,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminController,
             MetricsController,
             assets_router(),
+            WebAppController,
             gateway,
         ],
+        state=State({"webapp": Bundle.load()}),
         dependencies=SERVICES,
         lifespan=[lifespan],
         exception_handlers={Exception: handle_exception},

@@ -19,6 +19,7 @@ ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=
 Text = Annotated[str, msgspec.Meta(max_length=100_000, pattern=NO_NUL)]  # the 4,000-char rule is the domain's
 Title = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+Email = Annotated[str, msgspec.Meta(max_length=320, pattern=NO_NUL)]
 
 
 class _Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -118,10 +119,11 @@ class ConversationRead(msgspec.Struct, kw_only=True):
 
 
 class ParticipantsAdd(_Request):
-    """Either ``user_id`` or ``user_ids`` (both accepted; clients adding one member send the former)."""
+    """``user_id``, ``user_ids`` and/or ``emails`` (a web app adds people by address, with no user directory)."""
 
     user_id: UUID | None = None
     user_ids: list[UUID] = []
+    emails: Annotated[list[Email], msgspec.Meta(max_length=100)] = []
 
     def all_ids(self) -> list[UUID]:
         return ([self.user_id] if self.user_id else []) + self.user_ids
@@ -153,6 +155,12 @@ class ReadCursorRead(msgspec.Struct, kw_only=True):
 class UnreadRead(msgspec.Struct, kw_only=True):
     total: int
     conversations: dict[str, int]
+
+
+class PresenceRead(msgspec.Struct, kw_only=True):
+    """Members of the conversation with a live socket now."""
+
+    online: list[UUID]
 
 
 class ReplyCancelRead(msgspec.Struct, kw_only=True):

@@ -6,6 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, delete, get, patch, post, put
+from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -18,11 +19,13 @@ from app.schemas import (
     MessageCreate,
     ParticipantList,
     ParticipantsAdd,
+    PresenceRead,
     ReadCursorBody,
     ReadCursorRead,
 )
+from app.ws.node import Node
 from domain import commands, handlers
-from domain.errors import NotAParticipant, NotFound
+from domain.errors import InvalidInput, NotAParticipant, NotFound
 from domain.values import AssistantSettings, MemberRole, Message
 from infrastructure.bootstrap import Services
 from infrastructure.db import views
@@ -63,6 +66,15 @@ async def _read(services: Services, conversation_id: UUID, user_id: UUID) -> Con
         role=conv.viewer_role,
         participants=await views.participants_of(services.engine, conv.id, user_id),
     )
+
+
+async def _ids_for_emails(services: Services, emails: list[str]) -> list[UUID]:
+    """Accounts for these addresses; an address with no account is a VALIDATION error naming it."""
+    found = await views.user_ids_by_email(services.engine, emails)
+    unknown = sorted({e.strip().lower() for e in emails} - found.keys())
+    if unknown:
+        raise InvalidInput(f"no account for {', '.join(unknown)}")
+    return list(found.values())
 
 
 class ConversationController(Controller):
@@ -128,7 +140,12 @@ class ConversationController(Controller):
     async def add_participants(
         self, conversation_id: FromPath[UUID], data: JSONBody[ParticipantsAdd], services: ServicesDep, user: UserDep
     ) -> ParticipantList:
-        cmd = commands.AddParticipants(conversation_id=conversation_id, actor_id=user.id, user_ids=data.all_ids())
+        if data.emails:  # members only may learn which addresses have accounts
+            await require_member(services, conversation_id, user.id)
+        by_email = await _ids_for_emails(services, data.emails)
+        cmd = commands.AddParticipants(
+            conversation_id=conversation_id, actor_id=user.id, user_ids=data.all_ids() + by_email
+        )
         await handlers.add_participants(cmd, services.uow(), services.clock, services.settings.limits)
         return ParticipantList(items=await views.participants_of(services.engine, conversation_id, user.id))
 
@@ -147,6 +164,16 @@ class ConversationController(Controller):
             actor_is_admin=user_id != user.id and await is_admin(services, user),
         )
         await handlers.remove_participant(cmd, services.uow(), services.clock)
+
+    @get("/{conversation_id:uuid}/presence", operation_id="GetPresence")
+    async def presence(
+        self, conversation_id: FromPath[UUID], services: ServicesDep, user: UserDep, state: State
+    ) -> PresenceRead:
+        """Who of the members is online now; changes after this come as WebSocket ``presence`` frames."""
+        await require_member(services, conversation_id, user.id)
+        node: Node = state.node
+        members = [p.user_id for p in await views.participants_of(services.engine, conversation_id, user.id)]
+        return PresenceRead(online=sorted(await node.presence.online(members), key=str))
 
     # -- messages and read cursors ---------------------------------------------------------------
 

@@ -241,3 +241,13 @@ async def conversation_ids_of(engine: AsyncEngine, user_id: UUID) -> list[UUID]:
     async with engine.connect() as conn:
         stmt = sa.select(participants.c.conversation_id).where(participants.c.user_id == user_id)
         return list((await conn.execute(stmt)).scalars())
+
+
+async def user_ids_by_email(engine: AsyncEngine, emails: list[str]) -> dict[str, UUID]:
+    """Lower-cased address -> user id, for the addresses that have an account (adding people by email)."""
+    wanted = sorted({e.strip().lower() for e in emails})
+    if not wanted:
+        return {}
+    stmt = sa.select(sa.func.lower(users.c.email), users.c.id).where(sa.func.lower(users.c.email).in_(wanted))
+    async with engine.connect() as conn:
+        return {email: user_id for email, user_id in (await conn.execute(stmt)).all()}

@@ -57,3 +57,19 @@ class Presence:
         if dead:
             await self._redis.hdel(key, *dead)  # type: ignore[misc]
         return len(entries) - len(dead)
+
+    async def online(self, user_ids: list[UUID]) -> set[UUID]:
+        """Which of these users have a live socket now (a snapshot for a client that just arrived;
+        changes after it come as ``presence`` frames)."""
+        if not user_ids:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(keys.presence(user_id))
+        entries: list[dict[bytes, bytes]] = await pipe.execute()
+        nodes = sorted({node.decode() for e in entries for node in e.values()})
+        if not nodes:
+            return set()
+        flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
+        alive = {n.encode() for n, flag in zip(nodes, flags, strict=True) if flag is not None}
+        return {u for u, e in zip(user_ids, entries, strict=True) if any(node in alive for node in e.values())}
