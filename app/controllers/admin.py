@@ -42,7 +42,7 @@ class AdminController(Controller):
         await require_admin(services, user)
         return await build_report(services)
 
-    @get("/stats", operation_id="GetStats")
+    @get("/stats", operation_id="GetStats", opt={"errors": [403]})
     async def stats(
         self,
         services: ServicesDep,

@@ -68,7 +68,7 @@ class SearchController(Controller):
     tags = ["search"]
     dependencies = AUTHENTICATED
 
-    @get("/", operation_id="SearchMessages")
+    @get("/", operation_id="SearchMessages", opt={"errors": [403, 404]})
     async def search_messages(
         self,
         services: ServicesDep,

@@ -98,6 +98,9 @@ async def test_websocket_traffic_for_the_logs_and_metrics(contract_cluster: Clus
     async with websockets.connect(f"{node.ws_url}?ticket={ticket}") as ws:
         await ws.send(json.dumps({"type": "join", "conversation_id": conversation}))
         assert json.loads(await ws.recv())["type"] == "joined"
+        # And one error frame (a conversation that does not exist), for the error metrics.
+        await ws.send(json.dumps({"type": "join", "conversation_id": str(uuid.uuid4())}))
+        assert json.loads(await ws.recv())["type"] == "error"
     client = await ChatClient("c", History()).connect(contract_cluster.nodes[1].ws_url, user["token"])
     try:
         await client.join(conversation)

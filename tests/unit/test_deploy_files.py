@@ -207,7 +207,7 @@ def test_k8s_containers_run_roles_that_exist_as_non_root() -> None:
 def test_every_k8s_deployment_has_probes_on_served_paths() -> None:
     served = _served_paths()
     deployments = [(d, c) for _, d in _manifests() if d["kind"] == "Deployment" for c in _pod_spec(d)["containers"]]
-    assert {c["args"][0] for _, c in deployments} == {"api", "relay"}
+    assert {c["args"][0] for _, c in deployments} == {"api", "relay", "projector", "worker"}
     for doc, container in deployments:
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"]["path"] in served, (doc["metadata"]["name"], probe)
