@@ -9,26 +9,21 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.ws import frames, metrics
 from app.ws.hub import Hub
 from domain import events
 from infrastructure.db import read_models, views
 from infrastructure.redis import keys, list_changes, streams
+from infrastructure.redis.broadcast import BroadcastReader
 from infrastructure.redis.consumer import StreamConsumer
 
 log = logging.getLogger("parley.ws.fanout")
 
-#: Entries per XREAD of the signals stream.
-READ_COUNT = 500
-#: How long a read blocks; also bounds how quickly a stop request is noticed.
-BLOCK_MS = 1000
 #: The signals stream is for live presence/typing only; a short cap is enough.
 SIGNALS_MAXLEN = 10_000
 
@@ -105,22 +100,11 @@ class SignalFanout:
     """Broadcast read of the signals stream: every node sees every signal (no group)."""
 
     def __init__(self, redis: Redis, hub: Hub) -> None:
-        self._redis = redis
         self._hub = hub
+        self._reader = BroadcastReader(redis, keys.SIGNALS_STREAM, b"s", self._route)
 
     async def run(self, stop: asyncio.Event) -> None:
-        last_id: str | bytes = "$"
-        while not stop.is_set():
-            try:
-                reply: Any = await self._redis.xread({keys.SIGNALS_STREAM: last_id}, count=READ_COUNT, block=BLOCK_MS)
-            except (RedisError, OSError) as exc:
-                log.warning("signal fan-out: %s; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for _stream, items in reply or []:
-                for entry_id, fields in items:
-                    last_id = entry_id
-                    self._route(fields.get(b"s", b""))
+        await self._reader.run(stop)
 
     def _route(self, raw: bytes) -> None:
         try:
@@ -163,24 +147,11 @@ class ListChangeFanout:
     local socket of its user, whether or not that socket joined the conversation."""
 
     def __init__(self, redis: Redis, hub: Hub) -> None:
-        self._redis = redis
         self._hub = hub
+        self._reader = BroadcastReader(redis, keys.LIST_CHANGES_STREAM, b"c", self._route)
 
     async def run(self, stop: asyncio.Event) -> None:
-        last_id: str | bytes = "$"
-        while not stop.is_set():
-            try:
-                reply: Any = await self._redis.xread(
-                    {keys.LIST_CHANGES_STREAM: last_id}, count=READ_COUNT, block=BLOCK_MS
-                )
-            except (RedisError, OSError) as exc:
-                log.warning("list-change fan-out: %s; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for _stream, items in reply or []:
-                for entry_id, fields in items:
-                    last_id = entry_id
-                    self._route(fields.get(b"c", b""))
+        await self._reader.run(stop)
 
     def _route(self, raw: bytes) -> None:
         try:

@@ -22,15 +22,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.ws import frames
 from infrastructure.redis import keys, replies
+from infrastructure.redis.broadcast import BroadcastReader
 from infrastructure.redis.replies import ReplyDelta, ReplyEnd, ReplyEntry
 
 log = logging.getLogger("parley.ws.replies")
@@ -40,8 +39,6 @@ Send = Callable[[str], Awaitable[None]]
 
 #: Replies a socket remembers as ended (to drop their late entries); old ones are forgotten first.
 MAX_ENDED = 256
-READ_COUNT = 500
-BLOCK_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,43 +161,17 @@ class ReplyFanout:
     """Reads every reply entry from ``parley:replies`` (no group: every node sees all) for the hub."""
 
     def __init__(self, redis: Redis, route: Callable[[ReplyEntry], None]) -> None:
-        self._redis = redis
         self._route = route
-        self._last_id: str | bytes | None = None
+        self._reader = BroadcastReader(redis, keys.REPLIES_LIVE, b"r", self._dispatch)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until ``stop``. Run again after a crash, it goes on from the last entry it routed."""
-        if self._last_id is None:
-            self._last_id = await self._start_id()
-        while not stop.is_set():
-            last_id = self._last_id
-            try:
-                reply: Any = await self._redis.xread({keys.REPLIES_LIVE: last_id}, count=READ_COUNT, block=BLOCK_MS)
-            except (RedisError, OSError) as exc:
-                log.warning("reply fan-out: %s; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            for _stream, items in reply or []:
-                for entry_id, fields in items:
-                    self._last_id = entry_id
-                    self._dispatch(entry_id, fields.get(b"r"))
+        await self._reader.run(stop)
 
-    def _dispatch(self, entry_id: bytes, raw: bytes | None) -> None:
+    def _dispatch(self, raw: bytes) -> None:
         try:
-            entry = replies.decode_entry(raw or b"")
+            entry = replies.decode_entry(raw)
         except msgspec.DecodeError:
-            log.error("undecodable reply entry %r; skipped", entry_id)
+            log.error("undecodable reply entry %r; skipped", raw[:200])
             return
         self._route(entry)
-
-    async def _start_id(self) -> str | bytes:
-        """The stream's current last id, not ``$``: a read that returns nothing would leave ``$`` in
-        place and the next read would skip whatever was added between the two."""
-        while True:
-            try:
-                last: Any = await self._redis.xrevrange(keys.REPLIES_LIVE, count=1)
-            except (RedisError, OSError) as exc:
-                log.warning("reply fan-out: %s; retrying", exc)
-                await asyncio.sleep(1)
-                continue
-            return last[0][0] if last else "0-0"
