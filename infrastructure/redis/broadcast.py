@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -39,12 +39,10 @@ class BroadcastReader:
     async def run(self, stop: asyncio.Event) -> None:
         """Read until ``stop``. Run again after a crash, it goes on from the last entry it routed."""
         while self._last_id is None and not stop.is_set():
-            self._last_id = await self._read(self._start_id)
+            self._last_id = await self._read(self._start_id())
         while not stop.is_set():
             after: str | bytes = self._last_id or "0-0"
-            reply: Any = await self._read(
-                lambda: self._redis.xread({self._stream: after}, count=READ_COUNT, block=BLOCK_MS)
-            )
+            reply: Any = await self._read(self._redis.xread({self._stream: after}, count=READ_COUNT, block=BLOCK_MS))
             for _stream, items in reply or []:
                 for entry_id, fields in items:
                     self._last_id = entry_id
@@ -56,9 +54,9 @@ class BroadcastReader:
         last: Any = await self._redis.xrevrange(self._stream, count=1)
         return last[0][0] if last else "0-0"
 
-    async def _read(self, call: Callable[[], Any]) -> Any:
+    async def _read(self, call: Awaitable[Any]) -> Any:
         try:
-            return await call()
+            return await call
         except (RedisError, OSError) as exc:
             log.warning("broadcast read of %s: %s; retrying", self._stream, exc)
             await asyncio.sleep(RETRY_SECONDS)
