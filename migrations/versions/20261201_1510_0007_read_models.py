@@ -2,7 +2,7 @@
 daily statistics and LLM usage, and the analyst views over them (docs/analytics.md).
 
 Revision ID: 0007
-Revises: 0001
+Revises: 0006
 Create Date: 2026-12-01 16:00:00+00:00
 """
 

@@ -2,7 +2,7 @@
 partial index that finds the messages still waiting for one (backfill, worker catch-up).
 
 Revision ID: 0008
-Revises: 0001
+Revises: 0007
 Create Date: 2026-12-01 15:20:00+00:00
 """
 
