@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,7 @@ from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db.tables import messages, outbox
 from infrastructure.settings import Settings
 from tests.factories import ConversationCreateFactory, RegisterBodyFactory
+from tests.fakes.anthropic_server import FakeAnthropic
 
 
 @dataclass
@@ -32,6 +33,21 @@ class TestUser:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAnthropic]:
+    """Our HTTP server speaking the Anthropic Messages streaming API (and OpenAI's), one per module."""
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(server: FakeAnthropic) -> FakeAnthropic:
+    """The same server with its script and recorded requests cleared."""
+    server.reset()
+    return server
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,13 +24,6 @@ from workers.assistant_context import conversation_recall
 
 SECRET = "The launch code for project Zephyr is 7431."
 QUESTION = "@assistant what was the launch code for project Zephyr?"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -26,19 +26,6 @@ from tests.integration.conftest import MakeConversation, MakeUser, TestUser
 from workers.assistant import Assistant, Trigger
 
 ANSWER = "Paris is the capital of France, and it has been for a long time."
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeAnthropic) -> FakeAnthropic:
-    server.reset()
-    return server
 
 
 def llm_settings(fake: FakeAnthropic, **overrides: Any) -> LLMSettings:

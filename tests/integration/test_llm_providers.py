@@ -4,7 +4,7 @@ for the OpenAI-compatible one): streaming, usage, retries only before the first 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -27,19 +27,6 @@ REQUEST = LLMRequest(
     temperature=0.5,
     max_tokens=100,
 )
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeAnthropic) -> FakeAnthropic:
-    server.reset()
-    return server
 
 
 @pytest.fixture
