@@ -10,7 +10,9 @@ from app.ws import frames
 @pytest.mark.parametrize("depth", [1_000, 10_000])
 def test_a_frame_nested_thousands_deep_is_a_frame_error(depth: int) -> None:
     data = '{"x": ' + "[" * depth + "]" * depth + ', "type": "ping"}'
-    with pytest.raises(frames.FrameError, match="nested too deeply"):
+    # Where the decoder's recursion limit lies depends on the Python version (3.13 decodes 1,000 levels
+    # and then refuses the unknown field): either way the frame is refused as a frame, never a crash.
+    with pytest.raises(frames.FrameError, match="nested too deeply|unknown field"):
         frames.decode(data)
 
 
