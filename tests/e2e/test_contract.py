@@ -68,8 +68,10 @@ def _schemathesis(base_url: str, token: str, *extra: str, cwd: Path) -> subproce
     args = [
         str(ST), "--config-file", str(ROOT / "tests" / "e2e" / "schemathesis.toml"), "--no-color",
         "run", f"{base_url}/schema/openapi.json", "-H", f"Authorization: Bearer {token}",
-        "--seed", "1", "--max-examples", "15", "--workers", "2", "--request-timeout", "10", *extra,
+        "--seed", "1", "--max-examples", "15", "--workers", "1", "--request-timeout", "10", *extra,
     ]  # fmt: skip
+    # One worker: with two threads, CPython 3.11's ast.parse (used by hypothesis to describe lambdas) can
+    # fail with "SystemError: AST constructor recursion depth mismatch", a tool error, not the API's.
     # cwd: schemathesis keeps a cache directory (.schemathesis) where it runs; not in the repository.
     return subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, cwd=cwd)
 
