@@ -169,6 +169,11 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = setting(
         "PARLEY_ALLOWED_ORIGINS", (), "comma-separated Origins allowed to open WebSockets (empty: same host only)."
     )
+    ws_deflate: bool = setting(
+        "PARLEY_WS_DEFLATE",
+        True,
+        "accept permessage-deflate on WebSockets (TO BE MEASURED).",
+    )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",
         -1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -260,7 +261,10 @@ class Session:
         cid = frame.conversation_id
         if cid not in self.conn.cursors and len(self.conn.cursors) >= self.limits.joins_per_socket:
             raise TooLarge(f"at most {self.limits.joins_per_socket} joined conversations per socket; leave one first")
-        found = await views.membership(self.services.engine, cid, self.conn.user_id)
+        if _JOIN_ON_ASYNCPG:
+            found = await _membership_pg(self.services, cid, self.conn.user_id)
+        else:
+            found = await views.membership(self.services.engine, cid, self.conn.user_id)
         if not found.exists:
             raise NotFound("conversation not found")
         if found.role is None:
@@ -309,6 +313,24 @@ class Session:
                 status=status,
             ),
         )
+
+
+_JOIN_ON_ASYNCPG = os.environ.get("PARLEY_EXPERIMENT_JOIN") == "asyncpg"
+_MEMBERSHIP = """
+    SELECT c.last_seq, p.role FROM conversations c
+    LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
+    WHERE c.id = $1
+"""
+
+
+async def _membership_pg(services: Services, cid: uuid.UUID, user_id: uuid.UUID) -> views.Membership:
+    from domain.values import MemberRole
+
+    row = await services.pg.fetchrow(_MEMBERSHIP, cid, user_id)
+    if row is None:
+        return views.Membership(exists=False, role=None, last_seq=0)
+    role = None if row["role"] is None else MemberRole(row["role"])
+    return views.Membership(exists=True, role=role, last_seq=int(row["last_seq"]))
 
 
 def _ref_of(frame: frames.ClientFrame) -> str | None:
