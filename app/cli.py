@@ -48,11 +48,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    settings = _settings(signing=True)  # fail fast, before the server imports the app
-    if args.server == "granian":
-        return _serve_granian(args, settings)
     import uvicorn
 
+    settings = _settings(signing=True)  # fail fast, before uvicorn imports the app
     uvicorn.run(
         "app.asgi:create_app",
         factory=True,
@@ -63,7 +61,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         ws_ping_interval=20,
         ws_ping_timeout=20,
         ws_max_size=settings.limits.max_frame_bytes,
-        ws=args.ws,
+        # Off by default: a socket with permessage-deflate holds zlib state on the node for its whole
+        # life (docs/operations.md, "WebSocket connections").
         ws_per_message_deflate=settings.server.ws_deflate,
         # Logging is ours (infrastructure/logs.py, configured in main): uvicorn keeps no handlers of
         # its own, and the access log is app/access_log.py's (request ids, redacted query strings).
@@ -72,33 +71,6 @@ def cmd_api(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
-    return 0
-
-
-def _serve_granian(args: argparse.Namespace, settings: Settings) -> int:
-    """The same app on Granian (Rust HTTP/WebSocket server, ``granian`` extra): one worker process
-    under Granian's supervisor, uvloop, a single-threaded Rust runtime."""
-    try:
-        from granian.constants import Interfaces, Loops, RuntimeModes
-        from granian.log import LogLevels
-        from granian.server import Server
-    except ImportError:
-        sys.exit("parley: --server granian needs the granian extra (pip install 'parley[granian]')")
-    Server(
-        "app.asgi:create_app",
-        factory=True,
-        address=args.host,
-        port=args.port,
-        interface=Interfaces.ASGI,
-        workers=1,
-        runtime_mode=RuntimeModes.st,
-        loop=Loops.uvloop,
-        websockets=True,
-        log_enabled=True,
-        log_level=LogLevels(settings.log.level.lower()),
-        log_access=False,
-        workers_kill_timeout=10,
-    ).serve()
     return 0
 
 
@@ -212,13 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve REST and WebSocket (one node)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn", help="the HTTP/WebSocket server")
-    api.add_argument(
-        "--ws",
-        choices=["auto", "websockets", "websockets-sansio", "wsproto"],
-        default="auto",
-        help="uvicorn's WebSocket implementation",
-    )
     api.set_defaults(run=cmd_api)
 
     sub.add_parser("relay", help="publish committed outbox rows to Redis Streams (flow 2)").set_defaults(run=cmd_relay)

@@ -171,8 +171,8 @@ class ServerSettings:
     )
     ws_deflate: bool = setting(
         "PARLEY_WS_DEFLATE",
-        True,
-        "accept permessage-deflate on WebSockets (TO BE MEASURED).",
+        False,
+        "accept permessage-deflate on WebSockets: less bandwidth, about 40 KiB more memory per socket.",
     )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",

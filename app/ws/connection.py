@@ -1,8 +1,12 @@
 """One client socket: a bounded outbound queue drained by a single writer task.
 
 The writer is the only task that sends on the socket, so frames leave in the order they were
-queued. For every joined conversation it keeps ``cursor``, the last seq this client has been sent;
-a message at or below the cursor is a duplicate and is dropped, one above ``cursor + 1`` reveals a
+queued. It exists only while there is something to send: ``offer`` starts it, and it ends once the
+queue is empty, so an idle socket holds no writer task and no waiting future (at 10,000 idle sockets
+per node that is most of them; see "WebSocket connections" in docs/operations.md).
+
+For every joined conversation it keeps ``cursor``, the last seq this client has been sent; a message
+at or below the cursor is a duplicate and is dropped, one above ``cursor + 1`` reveals a
 gap (a trimmed stream, a Redis that lost data, a join replay still running) which the writer fills
 from Postgres before sending it. That one rule gives each client seq 1, 2, 3 ... exactly once.
 
@@ -17,9 +21,11 @@ same way, so nothing queued is delivered after the decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -112,31 +118,65 @@ class Connection:
         #: Assistant replies this socket follows (app/ws/replies.py has the rule).
         self.replies = ReplyCursors(fetch_reply)
         self._fetch_after = fetch_after
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self._queue: deque[Item] = deque()
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
         self._write_timeout = write_timeout
         self._closing = False
+        #: The writer task while there is something to send, else None.
+        self._writer: asyncio.Task[None] | None = None
+        #: Set once the writer has closed the socket or given up on it (created on first ``finished()``).
+        self._finished: asyncio.Future[None] | None = None
+        self._ended = False
         self.sent_frames = 0
 
     @property
     def closing(self) -> bool:
         return self._closing
 
+    def finished(self) -> asyncio.Future[None]:
+        """Done once the writer has closed the socket (Close item) or a send failed: the socket is over."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+            if self._ended:
+                self._finished.set_result(None)
+        return self._finished
+
+    @property
+    def writing(self) -> bool:
+        """A writer task exists (something was queued and is being sent)."""
+        return self._writer is not None
+
+    @property
+    def ended(self) -> bool:
+        """The writer closed the socket or gave up on it."""
+        return self._ended
+
+    async def stop(self) -> None:
+        """The socket is gone: nothing more is queued or sent; a running writer is cancelled."""
+        self._closing = self._ended = True
+        self._queue.clear()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
     def offer(self, item: Item) -> None:
         """Queue without waiting; a full queue means a slow client, which is disconnected."""
         if self._closing:
             return
         size = _size(item)
-        if self._queued_bytes + size > self._max_queued_bytes:
+        if self._queued_bytes + size > self._max_queued_bytes or len(self._queue) >= MAX_QUEUED_FRAMES:
             self._cut_off()
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._cut_off()
-            return
+        self._queue.append(item)
         self._queued_bytes += size
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._writer is None and not self._ended:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
 
     def _cut_off(self) -> None:
         if self._closing:
@@ -149,27 +189,30 @@ class Connection:
         """Close after what is already queued."""
         if not self._closing:
             self._closing = True
-            self._queue.put_nowait(Close(code, reason))
+            self._queue.append(Close(code, reason))
+            self._wake()
 
     def end(self, code: int, reason: str) -> None:
         """Close now: what is queued is dropped (the client resyncs with after_seq if it comes back)."""
         self._closing = True
-        while not self._queue.empty():  # drained in place: the writer may be waiting on this queue
-            self._queue.get_nowait()
+        self._queue.clear()
         self._queued_bytes = 0
-        self._queue.put_nowait(Close(code, reason))
+        self._queue.append(Close(code, reason))
+        self._wake()
 
     def session_expired(self, now: float | None = None) -> bool:
         return self.session.expires_at.timestamp() <= (time.time() if now is None else now)
 
-    async def run_writer(self) -> None:
-        """Drain the queue until a Close item or a send failure. Never raises."""
+    async def _write_queued(self) -> None:
+        """Send what is queued, then end (the next ``offer`` starts a new writer); after a Close item
+        or a send failure the socket is over (``finished``). Never raises."""
         try:
-            while True:
-                item = await self._queue.get()
+            while self._queue:
+                item = self._queue.popleft()
                 self._queued_bytes = max(0, self._queued_bytes - _size(item))
                 if isinstance(item, Close):
                     await self._close(item)
+                    self._end()
                     return
                 if isinstance(item, str):
                     await self._send(item)
@@ -179,14 +222,23 @@ class Connection:
                     await self.replies.handle(item, self._send)
                 else:
                     await self._catch_up(item.conversation_id, upto=None)
+            self._writer = None  # nothing left: an idle socket keeps no writer
         except asyncio.CancelledError:
             raise
         except _TooSlow:
             self._cut_off()  # unless a close was decided already (its Close item is then the one queued)
-            item = self._queue.get_nowait()
-            await self._close(item if isinstance(item, Close) else Close(CLOSE_TOO_SLOW, "too slow"))
+            head = self._queue.popleft() if self._queue else None
+            await self._close(head if isinstance(head, Close) else Close(CLOSE_TOO_SLOW, "too slow"))
+            self._end()
         except Exception as exc:  # a broken socket ends this connection only, never the node
             log.debug("writer for socket %s stopped: %s", self.id, exc)
+            self._end()
+
+    def _end(self) -> None:
+        self._ended, self._writer = True, None
+        self._queue.clear()
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
 
     async def _close(self, close: Close) -> None:
         """Send the close frame if the transport takes it within CLOSE_TIMEOUT; return either way (the

@@ -1,4 +1,6 @@
-"""``GET /ws``: authenticate first, then one reader loop per socket (this handler) and one writer task.
+"""``GET /ws``: authenticate first, then one reader task per socket; a handler task while client frames
+wait to be handled and a writer task (``app/ws/connection.py``) while frames wait to be sent, each
+ending when it has nothing left, so an idle socket costs the ASGI task and its reader only.
 
 Close codes: 4401 authentication failed or the session ended (token expired without a ``refresh``,
 logged out, revoked, account deleted: see ``app/ws/sessions.py``), 4403 Origin not allowed, 1008 too
@@ -12,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -129,42 +131,46 @@ class Session:
         self.node = node
         self.services = services
         self.limits = services.settings.limits
+        #: Client frames read and not yet handled; ``_handler`` runs while there are any.
+        self._inbox: deque[str] = deque()
+        self._handler: asyncio.Task[None] | None = None
 
     async def run(self, *, came_online: bool) -> None:
         """The socket is accepted and its presence recorded; this owns both until it closes."""
         hub, conn = self.node.hub, self.conn
         hub.register(conn)
-        writer = asyncio.create_task(conn.run_writer())
-        inbox: asyncio.Queue[str] = asyncio.Queue(MAX_FRAMES_IN_FLIGHT)
-        handler = asyncio.create_task(self._handle_loop(inbox))
-        reader = asyncio.create_task(self._read_loop(writer, inbox))
+        reader = asyncio.create_task(self._read_loop())
         try:
             if came_online:
                 with contextlib.suppress(Exception):  # presence is best effort: never holds up a socket
                     await asyncio.wait_for(self._announce("online"), PRESENCE_TIMEOUT)
-            # The writer ends when the socket is closed by us (session ended, slow client): stop
+            # The writer ends the socket when it closes it (session ended, slow client): stop
             # reading then too, whether or not the client still sends.
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, conn.finished()}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             hub.unregister(conn)
-            for task in (reader, handler, writer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task in (reader, self._handler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await conn.stop()
             with contextlib.suppress(Exception):
                 if await self.node.presence.disconnect(conn.user_id, conn.id):
                     await self._announce("offline")
 
-    async def _handle_loop(self, inbox: asyncio.Queue[str]) -> None:
-        """Handle the client's frames one at a time, in the order they came."""
-        while True:
-            await self.handle(await inbox.get())
+    async def _handle_queued(self) -> None:
+        """Handle the client's frames one at a time, in the order they came; end when none is left
+        (the reader starts a new handler for the next frame)."""
+        while self._inbox:
+            await self.handle(self._inbox.popleft())
+        self._handler = None
 
-    async def _read_loop(self, writer: asyncio.Task[None], inbox: asyncio.Queue[str]) -> None:
+    async def _read_loop(self) -> None:
         """Keep reading while frames are handled elsewhere: a handler waiting on the database must not
         leave the client's pongs unread (the server would then drop the socket as unresponsive)."""
         socket = self.conn.socket
-        while not writer.done():
+        while not self.conn.ended:
             try:
                 event = await socket.receive()
             except WebSocketDisconnect:
@@ -177,11 +183,14 @@ class Session:
                 continue
             if len(data) > self.limits.max_frame_bytes:
                 self.conn.close(CLOSE_TOO_BIG, f"frames are limited to {self.limits.max_frame_bytes} bytes")
+                await self.conn.finished()  # read nothing more; the writer sends the close frame
                 return
-            try:
-                inbox.put_nowait(data)
-            except asyncio.QueueFull:
+            if len(self._inbox) >= MAX_FRAMES_IN_FLIGHT:
                 self._refuse_frame(data)
+                continue
+            self._inbox.append(data)
+            if self._handler is None:
+                self._handler = asyncio.create_task(self._handle_queued())
 
     def _refuse_frame(self, data: str) -> None:
         """The client has more frames waiting than we accept; this one is answered, not dropped."""
@@ -261,10 +270,7 @@ class Session:
         cid = frame.conversation_id
         if cid not in self.conn.cursors and len(self.conn.cursors) >= self.limits.joins_per_socket:
             raise TooLarge(f"at most {self.limits.joins_per_socket} joined conversations per socket; leave one first")
-        if _JOIN_ON_ASYNCPG:
-            found = await _membership_pg(self.services, cid, self.conn.user_id)
-        else:
-            found = await views.membership(self.services.engine, cid, self.conn.user_id)
+        found = await views.membership(self.services.engine, cid, self.conn.user_id)
         if not found.exists:
             raise NotFound("conversation not found")
         if found.role is None:
@@ -313,24 +319,6 @@ class Session:
                 status=status,
             ),
         )
-
-
-_JOIN_ON_ASYNCPG = os.environ.get("PARLEY_EXPERIMENT_JOIN") == "asyncpg"
-_MEMBERSHIP = """
-    SELECT c.last_seq, p.role FROM conversations c
-    LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
-    WHERE c.id = $1
-"""
-
-
-async def _membership_pg(services: Services, cid: uuid.UUID, user_id: uuid.UUID) -> views.Membership:
-    from domain.values import MemberRole
-
-    row = await services.pg.fetchrow(_MEMBERSHIP, cid, user_id)
-    if row is None:
-        return views.Membership(exists=False, role=None, last_seq=0)
-    role = None if row["role"] is None else MemberRole(row["role"])
-    return views.Membership(exists=True, role=role, last_seq=int(row["last_seq"]))
 
 
 def _ref_of(frame: frames.ClientFrame) -> str | None:

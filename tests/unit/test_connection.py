@@ -46,7 +46,7 @@ async def drain(conn: Connection, *items: Any) -> None:
     for item in items:
         conn.offer(item)
     conn.offer(Close(1000, "done"))
-    await asyncio.wait_for(conn.run_writer(), 5)
+    await asyncio.wait_for(conn.finished(), 5)
 
 
 def live(seq: int) -> Live:
@@ -86,18 +86,17 @@ async def test_a_client_that_cannot_keep_up_is_closed_with_1013_instead_of_buffe
     conn, socket = make(store_upto=0, cursor=0)
     for seq in range(1, 5000):
         conn.offer(live(seq))
-    await asyncio.wait_for(conn.run_writer(), 5)
+    await asyncio.wait_for(conn.finished(), 5)
     assert socket.closed is not None and socket.closed[0] == 1013
     assert socket.sent == []
 
 
 async def test_ending_a_session_closes_at_once_and_drops_what_was_queued() -> None:
     conn, socket = make(store_upto=0, cursor=0)
-    writer = asyncio.create_task(conn.run_writer())
-    await asyncio.sleep(0)  # the writer now waits on the empty queue
+    conn.offer(live(1))  # queued before the decision, not yet written: dropped
     conn.end(4401, "session expired")
-    conn.offer(live(1))  # offered after the decision: never sent
-    await asyncio.wait_for(writer, 5)
+    conn.offer(live(2))  # offered after the decision: never sent
+    await asyncio.wait_for(conn.finished(), 5)
     assert socket.closed == (4401, "session expired") and socket.sent == []
 
 
@@ -107,7 +106,7 @@ async def test_a_client_past_the_byte_bound_is_closed_with_1013() -> None:
     conn.cursors[CONV] = 0
     for seq in range(1, 100):  # ~300 bytes each: past 10,000 bytes long before 1,000 frames
         conn.offer(live(seq))
-    await asyncio.wait_for(conn.run_writer(), 5)
+    await asyncio.wait_for(conn.finished(), 5)
     assert socket.closed is not None and socket.closed[0] == 1013
 
 
@@ -123,8 +122,18 @@ async def test_a_write_that_cannot_complete_within_the_deadline_closes_with_1013
     conn = Connection(socket, session_of(uuid.uuid4()), None, write_timeout=0.05)  # type: ignore[arg-type]
     conn.cursors[CONV] = 0
     conn.offer(live(1))
-    await asyncio.wait_for(conn.run_writer(), 5)
+    await asyncio.wait_for(conn.finished(), 5)
     assert socket.closed is not None and socket.closed[0] == 1013
+
+
+async def test_an_idle_socket_keeps_no_writer_task() -> None:
+    conn, socket = make(store_upto=3, cursor=0)
+    conn.offer(live(1))
+    await asyncio.sleep(0.01)
+    assert seqs(socket) == [1] and not conn.writing and not conn.ended
+    conn.offer(live(2))  # a new writer for the next frame
+    await drain(conn, live(3))
+    assert seqs(socket) == [1, 2, 3] and conn.ended
 
 
 def test_a_session_past_its_expiry_is_expired() -> None:
