@@ -283,8 +283,7 @@ class Session:
             client_msg_id=frame.client_msg_id,
             text=frame.text,
         )
-        uow = self.services.uow()  # its clock is the database's: created_at is monotonic per conversation
-        result = await handlers.post_message(cmd, uow, uow.clock, self.limits)
+        result = await self.services.posts.post(cmd)  # group commit: answered once the message is durable
         self.conn.offer(
             frames.encode(
                 frames.Ack(

@@ -1,5 +1,6 @@
-"""The WS node's background work, started in the app lifespan: event and signal fan-out, presence
-heartbeats, the lag safety net, and the janitor for consumer groups of dead nodes."""
+"""The API node's background work, started in the app lifespan: the outbox publisher (what this node
+commits goes to the streams at once), event and signal fan-out, presence heartbeats, the lag safety
+net, and the janitor for consumer groups of dead nodes."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ class Node:
         signals = SignalFanout(redis, self.hub)
         list_changes = ListChangeFanout(redis, self.hub)
         reply_fanout = ReplyFanout(redis, self.hub.on_reply)
+        publisher = self.services.start_publisher()
         self._tasks = [
+            asyncio.create_task(self._guard(lambda: publisher.run(self._stop), "outbox publisher")),
             asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
