@@ -169,6 +169,11 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = setting(
         "PARLEY_ALLOWED_ORIGINS", (), "comma-separated Origins allowed to open WebSockets (empty: same host only)."
     )
+    publish_on_commit: bool = setting(
+        "PARLEY_PUBLISH_ON_COMMIT",
+        True,
+        "API nodes publish what they commit to the streams at once; false: only relays publish (NOTIFY per commit).",
+    )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",
         -1,

@@ -64,6 +64,26 @@ def relays(cluster: Cluster, e2e_database_url: str) -> Iterator[list[Process]]:
     cluster.relay.start()
 
 
+@pytest.fixture
+def relays_only(cluster: Cluster) -> Iterator[None]:
+    """API nodes that leave publishing to the relays (``PARLEY_PUBLISH_ON_COMMIT=false``), for the tests of
+    the relays' shard lease; the nodes are restarted as they were afterwards."""
+
+    def restart(publish: str | None) -> None:
+        for node in cluster.nodes:
+            node.stop()
+            node.env.pop("PARLEY_PUBLISH_ON_COMMIT", None)
+            if publish is not None:
+                node.env["PARLEY_PUBLISH_ON_COMMIT"] = publish
+            node.start()
+
+    restart("false")
+    try:
+        yield
+    finally:
+        restart(None)
+
+
 class Load:
     """Alice writes over WS through node 1 (and Carol over REST through node 2); Bob reads on both nodes."""
 
@@ -248,6 +268,7 @@ async def test_a_stopped_relay_loses_its_shards_within_seconds_and_nothing_is_re
     api: Api,
     history: History,
     relays: list[Process],
+    relays_only: None,
     e2e_database_url: str,
     e2e_redis: EmbeddedRedis,
 ) -> None:

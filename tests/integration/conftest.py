@@ -136,18 +136,24 @@ async def room(
     return user, url
 
 
-async def written(services: Services) -> tuple[int, int]:
-    """(messages, events) as they stand, events being outbox rows plus what was published from the
-    outbox to the streams (the app's node publishes its commits at once; this waits for the outbox to
-    drain, so that no row is counted both in it and in a stream): a refused request must leave both
-    unchanged."""
+async def events_committed(services: Services) -> int:
+    """Events committed so far: outbox rows plus what was published from the outbox to the streams
+    (the app's node publishes its commits at once). Waits for the outbox to drain first, so that no
+    row is counted both in it and in a stream."""
     async with services.engine.connect() as conn:
         async with asyncio.timeout(10):
             while pending := (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one():  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-        stored = (await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar_one()
     published = [await services.redis.xlen(s) for s in streams.all_streams(services.settings.redis.shard_count)]
-    return stored, pending + sum(published)
+    return int(pending) + sum(published)
+
+
+async def written(services: Services) -> tuple[int, int]:
+    """(messages, events committed) as they stand: a refused request must leave both unchanged."""
+    events = await events_committed(services)
+    async with services.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar_one()
+    return stored, events
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
