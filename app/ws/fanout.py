@@ -45,6 +45,17 @@ async def publish_signal(redis: Redis, signal: Signal) -> None:
     await redis.xadd(keys.SIGNALS_STREAM, {"s": msgspec.json.encode(signal)}, maxlen=SIGNALS_MAXLEN, approximate=True)
 
 
+async def publish_signals(redis: Redis, signals: list[Signal]) -> None:
+    """Many signals in one round trip (a pipeline, not a transaction): the presence announcer's batch.
+    Each is its own entry, so receiving nodes read them exactly as ``publish_signal``'s."""
+    if not signals:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for signal in signals:
+        pipe.xadd(keys.SIGNALS_STREAM, {"s": msgspec.json.encode(signal)}, maxlen=SIGNALS_MAXLEN, approximate=True)
+    await pipe.execute()
+
+
 class EventFanout:
     """Reads ``parley:events:{shard}`` through group ``node:{node_id}`` (the shared ``StreamConsumer``
     loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,

@@ -138,9 +138,8 @@ class Session:
         handler = asyncio.create_task(self._handle_loop(inbox))
         reader = asyncio.create_task(self._read_loop(writer, inbox))
         try:
-            if came_online:
-                with contextlib.suppress(Exception):  # presence is best effort: never holds up a socket
-                    await asyncio.wait_for(self._announce("online"), PRESENCE_TIMEOUT)
+            if came_online:  # queued for the node's announcer: the socket never waits on it
+                self.node.announcer.announce(conn.user_id, "online")
             # The writer ends when the socket is closed by us (session ended, slow client): stop
             # reading then too, whether or not the client still sends.
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -150,9 +149,14 @@ class Session:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            with contextlib.suppress(Exception):
-                if await self.node.presence.disconnect(conn.user_id, conn.id):
-                    await self._announce("offline")
+            try:
+                went_offline = await self.node.presence.disconnect(conn.user_id, conn.id)
+            except Exception as exc:  # best effort, but not silent: the socket may go on counting as online
+                DEGRADED.labels("presence").inc()
+                log.warning("presence of user %s not updated at close: %r", conn.user_id, exc)
+            else:
+                if went_offline:
+                    self.node.announcer.announce(conn.user_id, "offline")
 
     async def _handle_loop(self, inbox: asyncio.Queue[str]) -> None:
         """Handle the client's frames one at a time, in the order they came."""
@@ -296,18 +300,6 @@ class Session:
             )
         )
         metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-
-    async def _announce(self, status: str) -> None:
-        conversation_ids = await views.conversation_ids_of(self.services.engine, self.conn.user_id)
-        await publish_signal(
-            self.services.redis,
-            Signal(
-                kind="presence",
-                user_id=str(self.conn.user_id),
-                conversation_ids=[str(c) for c in conversation_ids],
-                status=status,
-            ),
-        )
 
 
 def _ref_of(frame: frames.ClientFrame) -> str | None:
