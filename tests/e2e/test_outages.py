@@ -100,10 +100,9 @@ class Load:
         await asyncio.gather(*self.tasks)
         self.stop, self.tasks = asyncio.Event(), []
 
-    def resume(self, pause: float, filler: int = 0) -> None:
-        self.tasks.append(
-            asyncio.create_task(ws_sender(self.writer, self.conv, self.stop, self.outcomes, self.ids, pause, filler))
-        )
+    def resume(self, pause: float, filler: int = 0, writer: ChatClient | None = None) -> None:
+        sender = ws_sender(writer or self.writer, self.conv, self.stop, self.outcomes, self.ids, pause, filler)
+        self.tasks.append(asyncio.create_task(sender))
 
     async def start(self, *, rest: bool = False, pause: float = 0.02, filler: int = 0, senders: int = 1) -> None:
         self.alice, self.bob, self.carol = await self.api.user(), await self.api.user(), await self.api.user()
@@ -114,10 +113,16 @@ class Load:
             await ChatClient("bob@1", self.history).connect(node1.ws_url, self.bob["token"]),
             await ChatClient("bob@2", self.history).connect(node2.ws_url, self.bob["token"]),
         ]
-        for client in [self.writer, *self.readers]:
+        # Each sender on a socket of its own: a socket's frames are handled one at a time, so senders
+        # sharing one would never have more than one send in flight.
+        self.writers = [self.writer]
+        for n in range(2, senders + 1):
+            extra = await ChatClient(f"alice@1-{n}", self.history).connect(node1.ws_url, self.alice["token"])
+            self.writers.append(extra)
+        for client in [*self.writers, *self.readers]:
             await client.join(self.conv)
-        for _ in range(senders):
-            self.resume(pause, filler)
+        for writer in self.writers:
+            self.resume(pause, filler, writer)
         if rest:
             self.tasks.append(
                 asyncio.create_task(
@@ -139,7 +144,7 @@ class Load:
         await asyncio.gather(*(r.wait_for_seq(self.conv, last, timeout=timeout) for r in self.readers))
         verdict = check(self.history, [r.name for r in self.readers], self.conv)
         assert verdict.ok, verdict
-        for client in [self.writer, *self.readers]:
+        for client in [*self.writers, *self.readers]:
             await client.close()
         return last
 
