@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from domain import commands, handlers
 from domain.limits import Limits
 from infrastructure.bootstrap import SystemClock, create_pg_pool
-from infrastructure.db.group_commit import GroupCommit
+from infrastructure.db.group_commit import MAX_IN_FLIGHT, GroupCommit
 from infrastructure.db.tables import conversations, messages, outbox, users
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embedded import start_postgres
@@ -190,13 +190,13 @@ async def warm_up(pool: asyncpg.Pool, writers: int, user_ids: list[UUID]) -> Non
     await drive(writers, writers * 4, parley_convs, user_ids, group_post(group_commit(pool), "warm-g"))
 
 
-def group_commit(pool: asyncpg.Pool) -> GroupCommit:
-    return GroupCommit(lambda: SqlUnitOfWork(pool, shard_count=SHARDS), LIMITS)
+def group_commit(pool: asyncpg.Pool, in_flight: int = MAX_IN_FLIGHT) -> GroupCommit:
+    return GroupCommit(lambda: SqlUnitOfWork(pool, shard_count=SHARDS), LIMITS, max_in_flight=in_flight)
 
 
 async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tuple[str, bool, str]], str]:
     engine = create_async_engine(url, pool_size=2, max_overflow=0)  # set-up and checks only
-    pool = await create_pg_pool(Settings(database=DatabaseSettings(url=url, pool_size=args.writers)))
+    pool = await create_pg_pool(Settings(database=DatabaseSettings(url=url, pool_size=pool_size(args))))
     results: list[Result] = []
     checks: list[tuple[str, bool, str]] = []
     try:
@@ -210,7 +210,7 @@ async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tu
             base.variant, base.scenario = variant, "baseline"
             results.append(base)
             for scenario, make_post in (
-                ("group commit", lambda: group_post(group_commit(pool), "g")),
+                ("group commit", lambda: group_post(group_commit(pool, args.in_flight), "g")),
                 ("1 tx / post", lambda: single_post(pool, "s")),
             ):
                 parley_convs = await create_conversations(pool, k, user_ids)
@@ -226,6 +226,11 @@ async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tu
     return results, checks, str(version)
 
 
+def pool_size(args: argparse.Namespace) -> int:
+    """One connection per writer, within PostgreSQL's default max_connections (100)."""
+    return min(args.writers, 80)
+
+
 def report(args: argparse.Namespace, where: str, version: str, results: list[Result], checks: list[Any]) -> None:
     def line(s: dict[str, Any]) -> str:
         cells = (f"{s['msgs_per_s']:.0f}", *(f"{s[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")))
@@ -235,7 +240,10 @@ def report(args: argparse.Namespace, where: str, version: str, results: list[Res
     print("Parley write-path benchmark")
     print(f"machine   {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
     print(f"postgres  {version}  ({where})")
-    print(f"load      {args.writers} writers, {args.messages} messages per scenario, pool_size={args.writers}\n")
+    print(
+        f"load      {args.writers} writers, {args.messages} messages per scenario, pool_size={pool_size(args)}, "
+        f"group commit: {args.in_flight} transactions in flight\n"
+    )
     head = f"{'variant':<8}{'convs':>6}  {'scenario':<13}" + "".join(f"{h:>9}" for h in COLUMNS)
     print(head + "\n" + "-" * len(head))
     rows = [r.summary() for r in results]
@@ -260,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=32, help="concurrent writers (and pool size)")
     parser.add_argument("--messages", type=int, default=5000, help="messages per scenario")
     parser.add_argument("--conversations", type=int, default=32, help="conversations of the spread variant")
+    parser.add_argument(
+        "--in-flight", type=int, default=MAX_IN_FLIGHT, help="group commit: transactions in flight at once"
+    )
     parser.add_argument("--database-url", help="a disposable database (migrated first); default: embedded")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args(argv)

@@ -8,6 +8,12 @@ conversation in arrival order, one statement for all the writes, one commit. A p
 node starts at once (no timer, no added latency); under load the batches grow by themselves, which is
 what keeps the cost per message falling as the rate rises.
 
+Transactions in flight at once never share a conversation: the posts of a conversation that an
+unfinished transaction holds wait for the next one. Two would only queue on the row lock in
+PostgreSQL, each holding a connection and paying its own commit, where one later, bigger batch pays
+one (a hot conversation gets one transaction at a time, as full as the backlog). It also keeps each
+conversation's posts in arrival order across batches.
+
 Each caller still gets its own answer, only after the commit that made its message durable: its
 ``PostResult``, or its own ``DomainError`` (not a member, no such conversation) while the rest of the
 batch commits. Bad input never reaches a batch (``prepare_post`` runs first, in the caller). If a whole
@@ -18,8 +24,10 @@ post cannot fail its neighbours and each caller gets the error of its own post.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from uuid import UUID
 
 from prometheus_client import Histogram
 
@@ -58,6 +66,8 @@ class GroupCommit:
         self._max_batch = max_batch
         self._waiting: list[_Pending] = []
         self._running: set[asyncio.Task[None]] = set()
+        #: Conversations written by a transaction in flight: their posts wait for the next batch.
+        self._busy: set[UUID] = set()
 
     async def post(self, cmd: commands.PostMessage) -> handlers.PostResult:
         """Post and return once the message is committed (or the original, for a repeated client id).
@@ -75,13 +85,25 @@ class GroupCommit:
 
     def _start_batches(self) -> None:
         while self._waiting and len(self._running) < self._max_in_flight:
-            batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+            batch: list[_Pending] = []
+            left: list[_Pending] = []
+            for pending in self._waiting:
+                if pending.cmd.conversation_id in self._busy or len(batch) >= self._max_batch:
+                    left.append(pending)
+                else:
+                    batch.append(pending)
+            if not batch:
+                return  # every waiting post's conversation is in flight
+            self._waiting = left
+            conversations = {p.cmd.conversation_id for p in batch}
+            self._busy |= conversations
             task = asyncio.create_task(self._commit(batch))
             self._running.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(functools.partial(self._finished, conversations))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, conversations: set[UUID], task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._busy -= conversations
         self._start_batches()
 
     async def _commit(self, batch: list[_Pending]) -> None:
