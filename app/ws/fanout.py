@@ -58,9 +58,9 @@ async def publish_signals(redis: Redis, signals: list[Signal]) -> None:
 
 class EventFanout:
     """Reads ``parley:events:{shard}`` through group ``node:{node_id}`` (the shared ``StreamConsumer``
-    loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
-    so no backlog to serve. Reads are NOACK: routing to local sockets cannot fail, and whatever a node
-had read when it died concerned sockets that died with it (their clients catch up by seq)."""
+        loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
+        so no backlog to serve. Reads are NOACK: routing to local sockets cannot fail, and whatever a node
+    had read when it died concerned sockets that died with it (their clients catch up by seq)."""
 
     def __init__(self, redis: Redis, hub: Hub, *, node_id: str, shard_count: int) -> None:
         self._hub = hub
