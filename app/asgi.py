@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            await services.posts.close()  # posts in flight are committed and answered first
             await node.stop()
             untrack_pools(services)
             await services.close()

@@ -1,9 +1,12 @@
-"""Load benchmark of the durable write path: ``domain.handlers.post_message`` against a bare INSERT.
+"""Load benchmark of the durable write path: group commit against one transaction per post and a bare INSERT.
 
-What it measures: N concurrent writers post M messages through the real handler and ``SqlUnitOfWork``
-(row lock on the conversation, seq bump, dedup lookup, message insert, read-cursor update, outbox
-row, NOTIFY, commit), timing every call and the whole run. It does so twice: spread over K
-conversations, and "hot", all writers on one conversation, where they queue on one row lock.
+What it measures: N concurrent writers post M messages through the path the API nodes use,
+``GroupCommit`` (``infrastructure/db/group_commit.py``: concurrent posts share a transaction; row
+locks on the conversations, seq bumps, dedup lookup, message insert, read-cursor update, outbox rows,
+NOTIFY, commit), timing every call (from the post to its ack) and the whole run; then the same posts
+one transaction each (``domain.handlers.post_message``, the path before group commit). It does so
+twice: spread over K conversations, and "hot", all writers on one conversation, where they queue on
+one row lock.
 
 The baseline runs in the same process, on the same asyncpg pool and at the same concurrency: one
 ``INSERT INTO messages`` per transaction (hand-written SQL, like the write path's repositories),
@@ -42,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from domain import commands, handlers
 from domain.limits import Limits
 from infrastructure.bootstrap import SystemClock, create_pg_pool
+from infrastructure.db.group_commit import MAX_IN_FLIGHT, GroupCommit
 from infrastructure.db.tables import conversations, messages, outbox, users
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embedded import start_postgres
@@ -98,10 +102,21 @@ async def drive(writers: int, total: int, conv_ids: list[UUID], user_ids: list[U
     return Result("", "", len(conv_ids), total, elapsed, cpu, latencies)
 
 
-def parley_post(pool: asyncpg.Pool, tag: str) -> Post:
+def single_post(pool: asyncpg.Pool, tag: str) -> Post:
+    """One transaction per post (what every post cost before group commit)."""
+
     async def post(i: int, conv_id: UUID, sender: UUID) -> None:
         cmd = commands.PostMessage(conversation_id=conv_id, sender_id=sender, client_msg_id=f"{tag}-{i}", text=TEXT)
-        await handlers.post_message(cmd, SqlUnitOfWork(pool, shard_count=SHARDS), CLOCK, LIMITS)
+        uow = SqlUnitOfWork(pool, shard_count=SHARDS)
+        await handlers.post_message(cmd, uow, uow.clock, LIMITS)
+
+    return post
+
+
+def group_post(committer: GroupCommit, tag: str) -> Post:
+    async def post(i: int, conv_id: UUID, sender: UUID) -> None:
+        cmd = commands.PostMessage(conversation_id=conv_id, sender_id=sender, client_msg_id=f"{tag}-{i}", text=TEXT)
+        await committer.post(cmd)
 
     return post
 
@@ -171,12 +186,17 @@ async def warm_up(pool: asyncpg.Pool, writers: int, user_ids: list[UUID]) -> Non
     base_convs = await create_conversations(pool, 2, user_ids)
     parley_convs = await create_conversations(pool, 2, user_ids)
     await drive(writers, writers * 4, base_convs, user_ids, baseline_post(pool, base_convs, "warm"))
-    await drive(writers, writers * 4, parley_convs, user_ids, parley_post(pool, "warm"))
+    await drive(writers, writers * 4, parley_convs, user_ids, single_post(pool, "warm-1"))
+    await drive(writers, writers * 4, parley_convs, user_ids, group_post(group_commit(pool), "warm-g"))
+
+
+def group_commit(pool: asyncpg.Pool, in_flight: int = MAX_IN_FLIGHT) -> GroupCommit:
+    return GroupCommit(lambda: SqlUnitOfWork(pool, shard_count=SHARDS), LIMITS, max_in_flight=in_flight)
 
 
 async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tuple[str, bool, str]], str]:
     engine = create_async_engine(url, pool_size=2, max_overflow=0)  # set-up and checks only
-    pool = await create_pg_pool(Settings(database=DatabaseSettings(url=url, pool_size=args.writers)))
+    pool = await create_pg_pool(Settings(database=DatabaseSettings(url=url, pool_size=pool_size(args))))
     results: list[Result] = []
     checks: list[tuple[str, bool, str]] = []
     try:
@@ -185,42 +205,57 @@ async def run(url: str, args: argparse.Namespace) -> tuple[list[Result], list[tu
         await warm_up(pool, args.writers, user_ids)
         for variant, k in (("spread", args.conversations), ("hot", 1)):
             base_convs = await create_conversations(pool, k, user_ids)
-            parley_convs = await create_conversations(pool, k, user_ids)
             base_post = baseline_post(pool, base_convs, "b")
             base = await drive(args.writers, args.messages, base_convs, user_ids, base_post)
-            outbox_before = await scalar(engine, sa.select(sa.func.count()).select_from(outbox))
-            parley = await drive(args.writers, args.messages, parley_convs, user_ids, parley_post(pool, "p"))
-            outbox_rows = await scalar(engine, sa.select(sa.func.count()).select_from(outbox)) - outbox_before
-            base.variant = parley.variant = variant
-            base.scenario, parley.scenario = "baseline", "parley post"
-            results += [base, parley]
-            checks.append((variant, *await check(engine, parley_convs, args.messages, outbox_rows)))
+            base.variant, base.scenario = variant, "baseline"
+            results.append(base)
+            for scenario, make_post in (
+                ("group commit", lambda: group_post(group_commit(pool, args.in_flight), "g")),
+                ("1 tx / post", lambda: single_post(pool, "s")),
+            ):
+                parley_convs = await create_conversations(pool, k, user_ids)
+                outbox_before = await scalar(engine, sa.select(sa.func.count()).select_from(outbox))
+                parley = await drive(args.writers, args.messages, parley_convs, user_ids, make_post())
+                outbox_rows = await scalar(engine, sa.select(sa.func.count()).select_from(outbox)) - outbox_before
+                parley.variant, parley.scenario = variant, scenario
+                results.append(parley)
+                checks.append((f"{variant}/{scenario}", *await check(engine, parley_convs, args.messages, outbox_rows)))
     finally:
         await pool.close()
         await engine.dispose()
     return results, checks, str(version)
 
 
+def pool_size(args: argparse.Namespace) -> int:
+    """One connection per writer, within PostgreSQL's default max_connections (100)."""
+    return min(args.writers, 80)
+
+
 def report(args: argparse.Namespace, where: str, version: str, results: list[Result], checks: list[Any]) -> None:
     def line(s: dict[str, Any]) -> str:
         cells = (f"{s['msgs_per_s']:.0f}", *(f"{s[k]:.2f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")))
         cells += (str(s["client_cpu_pct"]),)
-        return f"{s['variant']:<8}{s['conversations']:>6}  {s['scenario']:<12}" + "".join(f"{c:>9}" for c in cells)
+        return f"{s['variant']:<8}{s['conversations']:>6}  {s['scenario']:<13}" + "".join(f"{c:>9}" for c in cells)
 
     print("Parley write-path benchmark")
     print(f"machine   {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
     print(f"postgres  {version}  ({where})")
-    print(f"load      {args.writers} writers, {args.messages} messages per scenario, pool_size={args.writers}\n")
-    head = f"{'variant':<8}{'convs':>6}  {'scenario':<12}" + "".join(f"{h:>9}" for h in COLUMNS)
+    print(
+        f"load      {args.writers} writers, {args.messages} messages per scenario, pool_size={pool_size(args)}, "
+        f"group commit: {args.in_flight} transactions in flight\n"
+    )
+    head = f"{'variant':<8}{'convs':>6}  {'scenario':<13}" + "".join(f"{h:>9}" for h in COLUMNS)
     print(head + "\n" + "-" * len(head))
     rows = [r.summary() for r in results]
-    for base, parley in zip(rows[::2], rows[1::2], strict=True):
-        print(line(base) + "\n" + line(parley))
-        tput, p99 = parley["msgs_per_s"] / base["msgs_per_s"], parley["p99_ms"] / base["p99_ms"]
-        print(f"{'':<16}parley/baseline: throughput {tput:.2f}x, p99 {p99:.2f}x\n")
+    for base, grouped, single in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
+        print("\n".join(line(r) for r in (base, grouped, single)))
+        for parley in (grouped, single):
+            tput, p99 = parley["msgs_per_s"] / base["msgs_per_s"], parley["p99_ms"] / base["p99_ms"]
+            print(f"{'':<16}{parley['scenario']}/baseline: throughput {tput:.2f}x, p99 {p99:.2f}x")
+        print()
     print("cpu % = this process's CPU time / wall time; near 100 the Python client, not PostgreSQL, is the limit\n")
     for variant, ok, text in checks:
-        print(f"check {variant:<7}{'OK' if ok else 'FAIL'}  {text}")
+        print(f"check {variant:<20}{'OK' if ok else 'FAIL'}  {text}")
     if args.json:
         machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
         ok = all(ok for _, ok, _ in checks)
@@ -233,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=32, help="concurrent writers (and pool size)")
     parser.add_argument("--messages", type=int, default=5000, help="messages per scenario")
     parser.add_argument("--conversations", type=int, default=32, help="conversations of the spread variant")
+    parser.add_argument(
+        "--in-flight", type=int, default=MAX_IN_FLIGHT, help="group commit: transactions in flight at once"
+    )
     parser.add_argument("--database-url", help="a disposable database (migrated first); default: embedded")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args(argv)

@@ -1,15 +1,19 @@
 """Use cases: one short function per command, over the ports only.
 
 Workers call these too (the assistant posts its answer through ``post_message``), so they live here,
-not in ``app/``. A handler either commits everything it did or raises and commits nothing.
+not in ``app/``. A handler either commits everything it did or raises and commits nothing;
+``post_messages`` (group commit) commits the posts that succeeded and reports each refusal apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from uuid import UUID
+
 import msgspec
 
 from domain import commands
-from domain.errors import InvalidInput, NotAParticipant, NotFound, Unauthorized
+from domain.errors import DomainError, InvalidInput, NotAParticipant, NotFound, Unauthorized
 from domain.limits import Limits, clean_client_msg_id, clean_text, clean_title
 from domain.model import Conversation
 from domain.ports import Clock, UnitOfWork
@@ -52,45 +56,94 @@ async def start_conversation(
     return conv
 
 
-async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock, limits: Limits) -> PostResult:
-    """Lock-and-bump ``last_seq``, insert the message and its event; a repeated client_msg_id writes nothing.
-
-    Duplicates are found by the insert itself (``ON CONFLICT DO NOTHING`` on the unique index), after
-    the row lock is held: two identical posts racing each other are serialized by the lock, the
-    second one's insert finds the first's row, and it returns that message without committing.
-    """
+def prepare_post(cmd: commands.PostMessage, limits: Limits) -> commands.PostMessage:
+    """Check and clean a post's input before it joins a batch: bad input fails here, alone, and changes
+    nothing (the text is trimmed, its length checked, the client id validated)."""
     if cmd.role is MessageRole.ASSISTANT:
         text = clean_text(cmd.text, limits, max_chars=limits.max_assistant_text_chars)
     else:
         text = clean_text(cmd.text, limits)
     client_msg_id = None if cmd.client_msg_id is None else clean_client_msg_id(cmd.client_msg_id)
+    return msgspec.structs.replace(cmd, text=text, client_msg_id=client_msg_id)
+
+
+#: What one post in a batch came to: stored (or found stored before), or refused on its own.
+PostOutcome = PostResult | DomainError
+
+#: (conversation, sender, client_msg_id): what makes a send idempotent. A None sender is the assistant.
+_SendKey = tuple[UUID, UUID | None, str]
+
+
+async def post_messages(cmds: Sequence[commands.PostMessage], uow: UnitOfWork, clock: Clock) -> list[PostOutcome]:
+    """Group commit: every post in one transaction, each with its own outcome (same order as ``cmds``).
+
+    ``cmds`` come from ``prepare_post``. The conversations are locked first (in id order, so batches
+    running at once on other connections or nodes never deadlock); membership and earlier sends with
+    the same ``client_msg_id`` are read under those locks, so a repeated send finds the original even
+    when both raced, also inside one batch. A sender who is not a member, or a conversation that does
+    not exist, fails that post only. Seqs are assigned per conversation in the order of ``cmds``.
+    Returns after the commit: every ``PostResult`` in it is durable.
+    """
     async with uow:
-        conv = await uow.conversations.get_for_update(cmd.conversation_id, viewer_id=cmd.sender_id)
-        if conv is None:
-            raise _conversation_not_found()
-        if cmd.role is MessageRole.USER:
-            conv.require_member()
-        elif client_msg_id is not None:
-            # The assistant's answer: NULL senders never collide in the unique index, so the row lock
-            # held here is what makes a second write of the same reply find the first one instead.
-            existing = await uow.messages.by_client_msg_id(conv.id, None, client_msg_id)
-            if existing is not None:
-                return PostResult(existing, duplicate=True)
-        message = conv.post(
-            sender_id=cmd.sender_id, role=cmd.role, text=text, client_msg_id=client_msg_id, now=clock.now()
-        )
-        if not await uow.messages.add(message):
-            # This sender already used this client_msg_id here: answer with the original and leave
-            # without committing, so the seq bump and the event are rolled back with the transaction.
-            assert cmd.sender_id is not None and client_msg_id is not None  # NULLs never conflict
-            existing = await uow.messages.by_client_msg_id(conv.id, cmd.sender_id, client_msg_id)
-            assert existing is not None
-            return PostResult(existing, duplicate=True)
-        await uow.conversations.save(conv)
-        if cmd.sender_id is not None:  # your own message is never unread to you
-            await uow.participants.move_read_cursor(conv.id, cmd.sender_id, message.seq)
-        await uow.commit()
-    return PostResult(message, duplicate=False)
+        convs = await uow.conversations.get_many_for_update(sorted({c.conversation_id for c in cmds}))
+        members = [
+            (c.conversation_id, c.sender_id)
+            for c in cmds
+            if c.role is MessageRole.USER and c.sender_id is not None and c.conversation_id in convs
+        ]
+        roles = await uow.participants.roles(members) if members else {}
+        keys: list[_SendKey] = [
+            (c.conversation_id, c.sender_id, c.client_msg_id)
+            for c in cmds
+            if c.client_msg_id is not None and c.conversation_id in convs
+        ]
+        sent: dict[_SendKey, Message] = await uow.messages.by_client_msg_ids(keys) if keys else {}
+        now = clock.now()
+        outcomes: list[PostOutcome] = []
+        posted: list[Message] = []
+        for cmd in cmds:
+            conv = convs.get(cmd.conversation_id)
+            if conv is None:
+                outcomes.append(_conversation_not_found())
+                continue
+            key = None if cmd.client_msg_id is None else (cmd.conversation_id, cmd.sender_id, cmd.client_msg_id)
+            if key is not None and key in sent:
+                outcomes.append(PostResult(sent[key], duplicate=True))
+                continue
+            try:
+                message = conv.post(
+                    sender_id=cmd.sender_id,
+                    sender_role=None if cmd.sender_id is None else roles.get((conv.id, cmd.sender_id)),
+                    role=cmd.role,
+                    text=cmd.text,
+                    client_msg_id=cmd.client_msg_id,
+                    now=now,
+                )
+            except DomainError as exc:
+                outcomes.append(exc)
+                continue
+            if key is not None:
+                sent[key] = message
+            posted.append(message)
+            outcomes.append(PostResult(message, duplicate=False))
+        if posted:
+            await uow.messages.add_many(posted)
+            for cid in dict.fromkeys(m.conversation_id for m in posted):
+                await uow.conversations.save(convs[cid])
+            # Your own message is never unread to you: the sender's cursor moves to their latest post.
+            cursors = {(m.conversation_id, m.sender_id): m.seq for m in posted if m.sender_id is not None}
+            for (cid, uid), seq in cursors.items():
+                await uow.participants.move_read_cursor(cid, uid, seq)
+            await uow.commit()
+    return outcomes
+
+
+async def post_message(cmd: commands.PostMessage, uow: UnitOfWork, clock: Clock, limits: Limits) -> PostResult:
+    """One post in its own transaction (the batch of one); a repeated client_msg_id writes nothing."""
+    (outcome,) = await post_messages([prepare_post(cmd, limits)], uow, clock)
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
 async def update_conversation(

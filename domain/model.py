@@ -78,11 +78,19 @@ class Conversation:
     # -- behaviour -------------------------------------------------------------------------------
 
     def post(
-        self, *, sender_id: UUID | None, role: MessageRole, text: str, client_msg_id: str | None, now: datetime
+        self,
+        *,
+        sender_id: UUID | None,
+        sender_role: MemberRole | None,
+        role: MessageRole,
+        text: str,
+        client_msg_id: str | None,
+        now: datetime,
     ) -> Message:
-        """Append a message with the next seq. Assistant and system messages have no sender to check."""
-        if role is MessageRole.USER:
-            self.require_member()
+        """Append a message with the next seq. A user's message needs its sender to be a member
+        (``sender_role``, read under the row lock); assistant and system messages have no sender to check."""
+        if role is MessageRole.USER and sender_role is None:
+            raise NotAParticipant()
         now = max(now, self.updated_at)  # a conversation's clock never runs backwards
         self.last_seq += 1
         self.updated_at = now

@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
 from domain.model import Conversation
-from domain.values import Message, Participant
+from domain.values import MemberRole, Message, Participant
 
 
 class Clock(Protocol):
@@ -25,6 +26,9 @@ class ConversationRepository(Protocol):
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         """Load and take the row lock that orders writers of this conversation until commit."""
 
+    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
+        """Load and lock those that exist, in id order (``viewer_role`` unset); absent ids are left out."""
+
     async def add(self, conversation: Conversation) -> None: ...
 
     async def save(self, conversation: Conversation) -> None:
@@ -34,19 +38,22 @@ class ConversationRepository(Protocol):
 
 
 class MessageRepository(Protocol):
-    async def add(self, message: Message) -> bool:
-        """Insert; False when (conversation, sender, client_msg_id) is already stored."""
+    async def add_many(self, messages: Sequence[Message]) -> None:
+        """Insert (at the latest on commit); the caller has checked their client ids under the row locks."""
 
-    async def by_client_msg_id(
-        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
-    ) -> Message | None:
-        """``sender_id`` None finds the assistant's message with that client id."""
+    async def by_client_msg_ids(
+        self, keys: Sequence[tuple[UUID, UUID | None, str]]
+    ) -> dict[tuple[UUID, UUID | None, str], Message]:
+        """The stored messages of these (conversation, sender, client_msg_id); a None sender is the assistant."""
 
 
 class ParticipantRepository(Protocol):
     async def get(self, conversation_id: UUID, user_id: UUID) -> Participant | None: ...
 
     async def member_ids(self, conversation_id: UUID) -> list[UUID]: ...
+
+    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
+        """The role of each (conversation, user) pair that is a membership; others are left out."""
 
     async def add(self, participant: Participant) -> bool:
         """Insert; False when the user already is a member."""

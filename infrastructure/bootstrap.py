@@ -5,7 +5,7 @@ The API's lifespan, the workers' start-up and the CLI all call ``bootstrap``; no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
@@ -13,8 +13,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from infrastructure.auth.service import AuthService
+from infrastructure.db.group_commit import GroupCommit
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embeddings.provider import Embedder
+from infrastructure.outbox_publisher import OutboxPublisher
 from infrastructure.redis.rate_limit import SendRateLimiter
 from infrastructure.settings import Settings
 
@@ -36,11 +38,28 @@ class Services:
     clock: SystemClock
     #: The embedding provider, loaded on first use (once per process); see infrastructure/embeddings.
     embeddings: Embedder
+    #: Set where the process publishes its own commits (API nodes, ``start_publisher``); else the relay does.
+    publisher: OutboxPublisher | None = None
+    #: Posts go through here: concurrent posts of this process share transactions (group commit).
+    posts: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.posts = GroupCommit(self.uow, self.settings.limits)
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.pg, shard_count=self.settings.redis.shard_count)
+        return SqlUnitOfWork(
+            self.pg,
+            shard_count=self.settings.redis.shard_count,
+            on_commit=None if self.publisher is None else self.publisher.wake,
+        )
+
+    def start_publisher(self) -> OutboxPublisher:
+        """From now on this process publishes what it commits (the caller runs ``publisher.run``)."""
+        self.publisher = OutboxPublisher(self.pg, self.redis, maxlen=self.settings.redis.stream_maxlen)
+        return self.publisher
 
     async def close(self) -> None:
+        await self.posts.close()
         await self.embeddings.close()
         await self.redis.aclose()
         await self.pg.close()

@@ -174,6 +174,11 @@ class ServerSettings:
         False,
         "accept permessage-deflate on WebSockets: less bandwidth, about 40 KiB more memory per socket.",
     )
+    publish_on_commit: bool = setting(
+        "PARLEY_PUBLISH_ON_COMMIT",
+        True,
+        "API nodes publish what they commit to the streams at once; false: only relays publish (NOTIFY per commit).",
+    )
     metrics_port: int = setting(
         "PARLEY_METRICS_PORT",
         -1,

@@ -1,11 +1,13 @@
 """Flow 2, the outbox relay (`parley relay`): committed outbox rows -> Redis Streams, then deleted.
 
-Each batch is one transaction: take the shards' advisory locks (transaction-scoped, so at most one
-relay publishes a shard at any moment and per-conversation order holds), delete the oldest rows of the
-shards we locked (``FOR UPDATE SKIP LOCKED``) returning them, XADD them in one pipeline, commit. A crash
-between XADD and commit leaves the rows for the next batch: they are published again, and consumers
-absorb the duplicates by seq. Any number of relays may run; extra ones are hot standbys that take
-shards whenever the active one does not hold them.
+API nodes publish what they commit themselves (``infrastructure/outbox_publisher.py``); the relay is
+the safety net for rows nobody published: those of a node that died between commit and publish, of a
+publish that failed, and of processes that run no publisher (the worker's answers, the CLI), which
+NOTIFY it. Each batch is ``publish_once`` over every shard, the same step the nodes take: shard
+advisory locks (at most one publisher per shard at any moment, so per-conversation order holds), the
+oldest rows of the locked shards, XADD, commit. A crash between XADD and commit leaves the rows for
+the next batch: they are published again, and consumers absorb the duplicates by seq. Any number of
+relays may run; extra ones are hot standbys that take shards whenever the active one does not hold them.
 
 A relay that stops mid-batch (SIGSTOP, a hung process) loses its shards after ``outbox.LEASE_MS``:
 PostgreSQL ends its idle-in-transaction session, the claim rolls back and a standby republishes those
@@ -14,8 +16,8 @@ a standby already published, and every consumer drops a seq at or below what it 
 WS delivery rule, the projector's last-applied seq), so a zombie cannot reorder what clients see; its
 commit then fails on the dead session and it starts over. ``tests/e2e/test_relay_lease.py`` shows it.
 
-Wake-ups come from ``LISTEN parley_outbox`` (every committing post NOTIFYs), with a slow poll as a
-safety net for lost notifications and for rows left by a crashed relay.
+Wake-ups come from ``LISTEN parley_outbox`` (commits of processes without a publisher NOTIFY), and a
+poll every ``POLL_SECONDS`` finds rows left by crashed nodes, failed publishes and lost notifications.
 """
 
 from __future__ import annotations
@@ -23,31 +25,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
 
 import asyncpg
-from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from infrastructure.bootstrap import Services, asyncpg_dsn, bootstrap
 from infrastructure.db import outbox
 from infrastructure.metrics import track_pools, untrack_pools
 from infrastructure.metrics_server import start_metrics_server
+from infrastructure.outbox_publisher import BATCH_SIZE, publish_once
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
 from infrastructure.stream_metrics import BACKLOG
 
 log = logging.getLogger("parley.relay")
 
-#: Rows per batch: large enough to amortise the round trips, small enough to keep transactions short.
-BATCH_SIZE = 500
-#: Safety-net poll when no NOTIFY arrives (lost notification, rows left by a crashed relay).
+#: Safety-net poll: how long rows a node committed but did not publish (it died) wait at most.
 POLL_SECONDS = 1.0
-#: Bound on one batch's XADD pipeline, well inside the lease (``outbox.LEASE_MS``).
-REDIS_PUBLISH_TIMEOUT = 2.0
-
-PUBLISHED = Counter("parley_relay_published_total", "Outbox events published to Redis Streams")
-BATCH_SECONDS = Histogram("parley_relay_batch_seconds", "Claim+publish+delete time of one relay batch")
 
 
 class OutboxRelay:
@@ -65,17 +59,15 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events it published."""
         settings = self._services.settings
-        started = time.perf_counter()
-        async with self._services.pg.acquire() as conn, conn.transaction():
-            batch = await outbox.claim(conn, shard_count=settings.redis.shard_count, limit=self._batch_size)
-            if not batch:
-                return 0
-            # Bounded: a paused Redis must not keep the shards until the lease runs out.
-            publish = streams.publish(self._services.redis, batch, maxlen=settings.redis.stream_maxlen)
-            await asyncio.wait_for(publish, REDIS_PUBLISH_TIMEOUT)
-        PUBLISHED.inc(len(batch))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
-        return len(batch)
+        step = await publish_once(
+            self._services.pg,
+            self._services.redis,
+            shards=range(settings.redis.shard_count),
+            maxlen=settings.redis.stream_maxlen,
+            limit=self._batch_size,
+            publisher="relay",
+        )
+        return step.count
 
     async def drain(self) -> int:
         total = 0

@@ -191,8 +191,7 @@ class ConversationController(Controller):
         cmd = commands.PostMessage(
             conversation_id=conversation_id, sender_id=user.id, client_msg_id=data.client_msg_id, text=data.text
         )
-        uow = services.uow()  # its clock is the database's: created_at is monotonic per conversation
-        result = await handlers.post_message(cmd, uow, uow.clock, services.settings.limits)
+        result = await services.posts.post(cmd)  # group commit: answered once the message is durable
         return Response(result.message, status_code=HTTP_200_OK if result.duplicate else HTTP_201_CREATED)
 
     @get("/{conversation_id:uuid}/messages", operation_id="ListMessages")

@@ -274,7 +274,9 @@ class Connection:
 
     async def _send(self, data: str) -> None:
         try:
-            await asyncio.wait_for(self.socket.send_data(data, mode="text"), self._write_timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every frame in a task of its own.
+            async with asyncio.timeout(self._write_timeout):
+                await self.socket.send_data(data, mode="text")
         except TimeoutError as exc:
             raise _TooSlow from exc
         self.sent_frames += 1

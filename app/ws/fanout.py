@@ -45,10 +45,22 @@ async def publish_signal(redis: Redis, signal: Signal) -> None:
     await redis.xadd(keys.SIGNALS_STREAM, {"s": msgspec.json.encode(signal)}, maxlen=SIGNALS_MAXLEN, approximate=True)
 
 
+async def publish_signals(redis: Redis, signals: list[Signal]) -> None:
+    """Many signals in one round trip (a pipeline, not a transaction): the presence announcer's batch.
+    Each is its own entry, so receiving nodes read them exactly as ``publish_signal``'s."""
+    if not signals:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for signal in signals:
+        pipe.xadd(keys.SIGNALS_STREAM, {"s": msgspec.json.encode(signal)}, maxlen=SIGNALS_MAXLEN, approximate=True)
+    await pipe.execute()
+
+
 class EventFanout:
     """Reads ``parley:events:{shard}`` through group ``node:{node_id}`` (the shared ``StreamConsumer``
-    loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
-    so no backlog to serve; a restarted node claims and acks its own pending entries first."""
+        loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
+        so no backlog to serve. Reads are NOACK: routing to local sockets cannot fail, and whatever a node
+    had read when it died concerned sockets that died with it (their clients catch up by seq)."""
 
     def __init__(self, redis: Redis, hub: Hub, *, node_id: str, shard_count: int) -> None:
         self._hub = hub
@@ -61,6 +73,7 @@ class EventFanout:
             start="$",
             skip_backlog=True,
             on_groups_lost=self._groups_lost,
+            noack=True,  # this node's pending entries would be of no use to anyone once it died
         )
 
     async def setup(self) -> None:

@@ -141,9 +141,8 @@ class Session:
         hub.register(conn)
         reader = asyncio.create_task(self._read_loop())
         try:
-            if came_online:
-                with contextlib.suppress(Exception):  # presence is best effort: never holds up a socket
-                    await asyncio.wait_for(self._announce("online"), PRESENCE_TIMEOUT)
+            if came_online:  # queued for the node's announcer: the socket never waits on it
+                self.node.announcer.announce(conn.user_id, "online")
             # The writer ends the socket when it closes it (session ended, slow client): stop
             # reading then too, whether or not the client still sends.
             await asyncio.wait({reader, conn.finished()}, return_when=asyncio.FIRST_COMPLETED)
@@ -155,9 +154,14 @@ class Session:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await conn.stop()
-            with contextlib.suppress(Exception):
-                if await self.node.presence.disconnect(conn.user_id, conn.id):
-                    await self._announce("offline")
+            try:
+                went_offline = await self.node.presence.disconnect(conn.user_id, conn.id)
+            except Exception as exc:  # best effort, but not silent: the socket may go on counting as online
+                DEGRADED.labels("presence").inc()
+                log.warning("presence of user %s not updated at close: %r", conn.user_id, exc)
+            else:
+                if went_offline:
+                    self.node.announcer.announce(conn.user_id, "offline")
 
     async def _handle_queued(self) -> None:
         """Handle the client's frames one at a time, in the order they came; end when none is left
@@ -293,8 +297,7 @@ class Session:
             client_msg_id=frame.client_msg_id,
             text=frame.text,
         )
-        uow = self.services.uow()  # its clock is the database's: created_at is monotonic per conversation
-        result = await handlers.post_message(cmd, uow, uow.clock, self.limits)
+        result = await self.services.posts.post(cmd)  # group commit: answered once the message is durable
         self.conn.offer(
             frames.encode(
                 frames.Ack(
@@ -307,18 +310,6 @@ class Session:
             )
         )
         metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-
-    async def _announce(self, status: str) -> None:
-        conversation_ids = await views.conversation_ids_of(self.services.engine, self.conn.user_id)
-        await publish_signal(
-            self.services.redis,
-            Signal(
-                kind="presence",
-                user_id=str(self.conn.user_id),
-                conversation_ids=[str(c) for c in conversation_ids],
-                status=status,
-            ),
-        )
 
 
 def _ref_of(frame: frames.ClientFrame) -> str | None:

@@ -1,5 +1,6 @@
 """WebSocket metrics of this node (``GET /metrics``): sockets open, frames in by type, frames out, error
-frames, closes by code, slow clients cut off, and the ack and delivery latencies of the hot path."""
+frames, closes by code, slow clients cut off, presence announcements, and the ack and delivery latencies
+of the hot path."""
 
 from __future__ import annotations
 
@@ -20,6 +21,24 @@ SLOW_CLIENTS = Counter(
 )
 ACK_SECONDS = Histogram(
     "parley_ws_ack_seconds", "From a WebSocket send frame read to its ack queued", buckets=LATENCY_BUCKETS
+)
+#: The node's presence announcer (app/ws/presence_announcer.py): announcements are queued by sockets
+#: and published in batches; none is lost without being counted here and logged.
+PRESENCE_PUBLISHED = Counter(
+    "parley_ws_presence_published_total", "Presence signals published by this node, by status", ["status"]
+)
+PRESENCE_FAILED = Counter(
+    "parley_ws_presence_failed_total",
+    "Presence announcements lost because a batch failed, by the step that failed (postgres, redis)",
+    ["step"],
+)
+PRESENCE_DROPPED = Counter(
+    "parley_ws_presence_dropped_total", "Presence announcements dropped, oldest first, because the queue was full"
+)
+PRESENCE_BATCH_USERS = Histogram(
+    "parley_ws_presence_batch_users",
+    "Users per presence batch (one PostgreSQL query and one Redis pipeline each)",
+    buckets=(1, 10, 100, 1000, 10_000),
 )
 DELIVERY_SECONDS = Histogram(
     "parley_delivery_seconds",

@@ -1,5 +1,6 @@
-"""The WS node's background work, started in the app lifespan: event and signal fan-out, presence
-heartbeats, the lag safety net, and the janitor for consumer groups of dead nodes."""
+"""The API node's background work, started in the app lifespan: the outbox publisher (what this node
+commits goes to the streams at once), event and signal fan-out, presence heartbeats and announcements,
+the lag safety net, and the janitor for consumer groups of dead nodes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 
 from app.ws.fanout import EventFanout, ListChangeFanout, SignalFanout
 from app.ws.hub import Hub
+from app.ws.presence_announcer import PresenceAnnouncer
 from app.ws.replies import ReplyFanout
 from app.ws.sessions import SessionGuard
 from infrastructure import stream_metrics
@@ -33,6 +35,8 @@ log = logging.getLogger("parley.ws.node")
 TICK_SECONDS = groups.NODE_HEARTBEAT_SECONDS
 #: The janitor runs every this many ticks.
 JANITOR_EVERY_TICKS = 6
+#: On shutdown, presence announcements still queued (the sockets just closed) get this long to go out.
+PRESENCE_FLUSH_SECONDS = 2.0
 
 
 async def _run_id(redis: Redis) -> str:
@@ -49,6 +53,7 @@ class Node:
         self.node_id = services.settings.server.node_id or default_node_id()
         self.hub = Hub()
         self.presence = Presence(services.redis, self.node_id)
+        self.announcer = PresenceAnnouncer(services.pg, services.redis, self.presence)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._epoch: str | None = None
@@ -73,12 +78,17 @@ class Node:
         signals = SignalFanout(redis, self.hub)
         list_changes = ListChangeFanout(redis, self.hub)
         reply_fanout = ReplyFanout(redis, self.hub.on_reply)
-        self._tasks = [
+        self._tasks = []
+        if self.services.settings.server.publish_on_commit:
+            publisher = self.services.start_publisher()
+            self._tasks.append(asyncio.create_task(self._guard(lambda: publisher.run(self._stop), "outbox publisher")))
+        self._tasks += [
             asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),
             asyncio.create_task(self._guard(lambda: signals.run(self._stop), "signal fan-out")),
             asyncio.create_task(self._guard(lambda: reply_fanout.run(self._stop), "reply fan-out")),
             asyncio.create_task(self._guard(self._maintain, "maintenance")),
+            asyncio.create_task(self._guard(self.announcer.run, "presence announcer")),
             asyncio.create_task(
                 self._guard(lambda: SessionGuard(self.hub, self.services.auth.sessions).run(self._stop), "sessions")
             ),
@@ -86,6 +96,12 @@ class Node:
         log.info("WS node %s started", self.node_id)
 
     async def stop(self) -> None:
+        if self._tasks:
+            try:
+                async with asyncio.timeout(PRESENCE_FLUSH_SECONDS):
+                    await self.announcer.flush()
+            except TimeoutError:
+                log.warning("shutting down with %d presence announcements not published", self.announcer.queued)
         self._stop.set()
         for task in self._tasks:
             task.cancel()

@@ -1,13 +1,15 @@
 """The outbox, flow 1 -> 2: every piece of it in one place.
 
-The unit of work inserts a commit's events (``INSERT_SQL`` + ``NOTIFY_SQL``) in the same transaction as
-the state change they describe; the relay takes the oldest rows of the shards it owns (``CLAIM_SQL``),
-publishes them and lets the deletion commit; operators read its backlog (``backlog``). Rows carry the
+The unit of work inserts a commit's events (``INSERT_SQL``, plus ``NOTIFY_SQL`` where no publisher runs
+in the process) in the same transaction as the state change they describe; a publisher (the API node
+that wrote, or the relay) takes the oldest rows of the shards it could lock (``CLAIM_SQL``), publishes
+them and lets the deletion commit; operators read the backlog (``backlog``). Rows carry the
 event bytes encoded once by ``domain.events.encode`` and relayed byte for byte.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,29 +37,30 @@ class OutboxRow:
     payload: bytes
 
 
-# All of a commit's events in one insert; unnest keeps array order, so outbox ids follow the order the
-# aggregates recorded their events in. Parameters: event types, shards, payloads (three arrays).
+# All of a commit's events in one insert, as a part of the unit of work's commit statement (its
+# parameters ``{0}`` … ``{2}``: event types, shards, payloads). unnest keeps array order, so outbox ids
+# follow the order the aggregates recorded their events in.
 INSERT_SQL = """
-    INSERT INTO outbox (event_type, shard, payload)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
+    INSERT INTO outbox (event_type, shard, payload) SELECT * FROM unnest({0}::text[], {1}::int[], {2}::bytea[])
 """
-#: Wakes the relays; sent in the same statement as the insert.
+#: Wakes the relays; sent in the same statement as the insert when no publisher runs in the process.
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 
-# One statement: lock the shards no other relay holds (transaction-scoped, released at commit), take
-# the oldest rows of those shards out of the outbox, and let this transaction commit asynchronously.
-# The rows come back if the transaction does not commit (Redis refused the XADD, the relay died).
-# An asynchronous commit is enough: if a crash loses it, the rows are published again and consumers
-# absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock calls out of the
-# outer plan, and RETURNING has no order, so ``claim`` sorts by id. The lease (``LEASE_MS``) is set here
-# too, for this transaction only.
+# One statement: lock those of the given shards no other publisher holds (transaction-scoped, released
+# at commit), take the oldest rows of the locked shards out of the outbox, and let this transaction
+# commit asynchronously. The rows come back if the transaction does not commit (Redis refused the XADD,
+# the publisher died). An asynchronous commit is enough: if a crash loses it, the rows are published
+# again and consumers absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock
+# calls out of the outer plan. The last row (id NULL) carries the shards this claim locked; RETURNING
+# has no order, so ``claim`` sorts by id. The lease (``LEASE_MS``) is set here too, for this
+# transaction only.
 CLAIM_SQL = f"""
     WITH async_commit AS MATERIALIZED (
         SELECT set_config('synchronous_commit', 'off', true),
                set_config('idle_in_transaction_session_timeout', '{LEASE_MS}', true)
     ),
     mine AS MATERIALIZED (
-        SELECT s FROM generate_series(0, $1::int - 1) AS s
+        SELECT s FROM unnest($1::int[]) AS s
         WHERE pg_try_advisory_xact_lock($2::int, s)
     ),
     claimed AS (
@@ -70,14 +73,33 @@ CLAIM_SQL = f"""
         )
         RETURNING id, shard, event_type, payload
     )
-    SELECT claimed.* FROM claimed, async_commit
+    SELECT claimed.id, claimed.shard, claimed.event_type, claimed.payload, NULL::int[] AS locked
+    FROM claimed, async_commit
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, ARRAY(SELECT s FROM mine)
 """
 
 
-async def claim(conn: asyncpg.Connection, *, shard_count: int, limit: int) -> list[OutboxRow]:
-    """Inside the caller's transaction: the oldest rows of the shards this relay could lock, by id."""
-    rows = await conn.fetch(CLAIM_SQL, shard_count, LOCK_NAMESPACE, limit)
-    return sorted((OutboxRow(r["id"], r["shard"], r["event_type"], r["payload"]) for r in rows), key=lambda e: e.id)
+@dataclass(frozen=True)
+class Claim:
+    """The rows one publisher took, oldest first, and the shards it held while taking them."""
+
+    rows: list[OutboxRow]
+    locked: frozenset[int]
+
+
+async def claim(conn: asyncpg.Connection, *, shards: Sequence[int], limit: int) -> Claim:
+    """Inside the caller's transaction: the oldest rows of those ``shards`` no one else is publishing."""
+    records = await conn.fetch(CLAIM_SQL, list(shards), LOCK_NAMESPACE, limit)
+    rows: list[OutboxRow] = []
+    locked: frozenset[int] = frozenset()
+    for r in records:
+        if r["id"] is None:
+            locked = frozenset(r["locked"])
+        else:
+            rows.append(OutboxRow(r["id"], r["shard"], r["event_type"], r["payload"]))
+    rows.sort(key=lambda e: e.id)
+    return Claim(rows, locked)
 
 
 @dataclass(frozen=True)

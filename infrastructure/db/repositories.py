@@ -7,8 +7,7 @@ statement per connection. The SQL must agree with ``tables.py`` (checked by the 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,6 +16,7 @@ import asyncpg
 
 from domain.model import Conversation
 from domain.values import AssistantSettings, MemberRole, Message, MessageRole, Participant, User, UserRole
+from infrastructure.db import outbox
 
 
 def conversation_from_row(row: Mapping[Any, Any]) -> Conversation:
@@ -79,40 +79,126 @@ _SELECT_CONVERSATION = """
     LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
     WHERE c.id = $1
 """
+_LOCK_CONVERSATIONS = """
+    SELECT c.id, c.title, c.owner_id, c.last_seq, c.assistant_enabled, c.assistant_model,
+           c.assistant_system_prompt, c.assistant_provider, c.assistant_temperature, c.created_at, c.updated_at,
+           clock_timestamp() AS db_now
+    FROM conversations c WHERE c.id = ANY($1::uuid[]) ORDER BY c.id FOR UPDATE
+"""
 _MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at"
-
-
-_PLACEHOLDER = re.compile(r"\$(\d+)")
+# Users' sends by (conversation, sender, client id) through the unique index; the assistant's (NULL
+# sender) through its partial unique index. Run under the row locks, after any racing writer committed.
+_SENT_BEFORE = f"""
+    SELECT m.{_MESSAGE_COLUMNS.replace(", ", ", m.")}
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(conversation_id, sender_id, client_msg_id)
+    JOIN messages m ON m.conversation_id = k.conversation_id AND m.sender_id = k.sender_id
+                   AND m.client_msg_id = k.client_msg_id
+    UNION ALL
+    SELECT m.{_MESSAGE_COLUMNS.replace(", ", ", m.")}
+    FROM unnest($4::uuid[], $5::text[]) AS k(conversation_id, client_msg_id)
+    JOIN messages m ON m.conversation_id = k.conversation_id AND m.sender_id IS NULL
+                   AND m.client_msg_id = k.client_msg_id
+"""
+_ROLES = """
+    SELECT p.conversation_id, p.user_id, p.role
+    FROM unnest($1::uuid[], $2::uuid[]) AS k(conversation_id, user_id)
+    JOIN participants p ON p.conversation_id = k.conversation_id AND p.user_id = k.user_id
+"""
 
 
 class PendingWrites:
-    """Writes whose result nobody waits for, sent together at commit as one statement.
+    """Writes whose result nobody waits for, sent at commit as one statement.
 
-    Each is a statement with its own ``$1…$n`` parameters; ``statement()`` renumbers them and joins
-    them as data-modifying CTEs (``WITH w0 AS (UPDATE …), w1 AS (INSERT …) SELECT …``), which
-    PostgreSQL runs exactly once each. A post then costs one round trip for its conversation update,
-    read cursor and outbox row instead of three. Only this module's own SQL goes through here.
+    Each kind of write is one data-modifying CTE over arrays (``unnest``), whatever the number of rows:
+    conversation updates, messages, read cursors and outbox rows. A post batch then costs one round trip
+    for all of them, and the statement's text depends only on which kinds are present (at most sixteen
+    texts, each prepared once per connection by asyncpg). PostgreSQL runs each CTE exactly once.
 
-    All parts see the same snapshot, so a row must be written by at most one part per unit of work
-    (PostgreSQL applies only one of two updates of a row in one statement); handlers save an
-    aggregate once, right before commit.
+    All parts see the same snapshot, so a row is written by one part at most, once: conversations and
+    cursors are kept by key (the latest save wins, a cursor keeps its highest seq).
     """
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
-        self._args: list[Any] = []
+        self._conversations: dict[UUID, Conversation] = {}
+        self._messages: list[Message] = []
+        self._cursors: dict[tuple[UUID, UUID], int] = {}
+        self._outbox: tuple[list[str], list[int], list[bytes]] = ([], [], [])
 
     def __bool__(self) -> bool:
-        return bool(self._parts)
+        return bool(self._conversations or self._messages or self._cursors or self._outbox[0])
 
-    def add(self, sql: str, *args: Any) -> None:
-        offset = len(self._args)
-        self._parts.append(_PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql))
-        self._args.extend(args)
+    def save_conversation(self, conv: Conversation) -> None:
+        self._conversations[conv.id] = conv
+
+    def insert_messages(self, messages: Sequence[Message]) -> None:
+        self._messages.extend(messages)
+
+    def move_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
+        key = (conversation_id, user_id)
+        self._cursors[key] = max(seq, self._cursors.get(key, 0))
+
+    def add_outbox(self, event_types: list[str], shards: list[int], payloads: list[bytes]) -> None:
+        self._outbox[0].extend(event_types)
+        self._outbox[1].extend(shards)
+        self._outbox[2].extend(payloads)
 
     def statement(self, final_select: str) -> tuple[str, list[Any]]:
-        ctes = ",\n".join(f"w{i} AS ({part})" for i, part in enumerate(self._parts))
-        return f"WITH {ctes}\n{final_select}", self._args
+        parts: list[str] = []
+        args: list[Any] = []
+
+        def part(sql: str, *values: Any) -> None:
+            offset = len(args)
+            parts.append(f"w{len(parts)} AS ({sql.format(*(f'${offset + i + 1}' for i in range(len(values))))})")
+            args.extend(values)
+
+        if self._conversations:
+            convs = list(self._conversations.values())
+            part(
+                _UPDATE_CONVERSATIONS,
+                [c.id for c in convs], [c.title for c in convs], [c.last_seq for c in convs],
+                [c.assistant.enabled for c in convs], [c.assistant.model for c in convs],
+                [c.assistant.system_prompt for c in convs], [c.updated_at for c in convs],
+                [c.assistant.provider for c in convs], [c.assistant.temperature for c in convs],
+            )  # fmt: skip
+        if self._messages:
+            ms = self._messages
+            part(
+                _INSERT_MESSAGES,
+                [m.id for m in ms], [m.conversation_id for m in ms], [m.seq for m in ms], [m.sender_id for m in ms],
+                [m.role.value for m in ms], [m.text for m in ms], [m.client_msg_id for m in ms],
+                [m.created_at for m in ms],
+            )  # fmt: skip
+        if self._cursors:
+            keys = list(self._cursors)
+            part(_MOVE_CURSORS, [k[0] for k in keys], [k[1] for k in keys], list(self._cursors.values()))
+        if self._outbox[0]:
+            part(outbox.INSERT_SQL, *self._outbox)
+        return "WITH " + ",\n".join(parts) + "\n" + final_select, args
+
+
+# The parts of ``PendingWrites.statement``; ``{0}``, ``{1}``… become that part's parameters.
+_UPDATE_CONVERSATIONS = """
+    UPDATE conversations c SET title = v.title, last_seq = v.last_seq, assistant_enabled = v.enabled,
+           assistant_model = v.model, assistant_system_prompt = v.system_prompt, updated_at = v.updated_at,
+           assistant_provider = v.provider, assistant_temperature = v.temperature
+    FROM unnest({0}::uuid[], {1}::text[], {2}::bigint[], {3}::bool[], {4}::text[], {5}::text[],
+                {6}::timestamptz[], {7}::text[], {8}::float8[])
+         AS v(id, title, last_seq, enabled, model, system_prompt, updated_at, provider, temperature)
+    WHERE c.id = v.id
+"""
+# No ON CONFLICT: the handler checked the client ids under the row locks, so a conflict here is a bug
+# (or a writer that skipped the lock) and fails the whole transaction.
+_INSERT_MESSAGES = f"""
+    INSERT INTO messages ({_MESSAGE_COLUMNS})
+    SELECT * FROM unnest({{0}}::uuid[], {{1}}::uuid[], {{2}}::bigint[], {{3}}::uuid[], {{4}}::text[], {{5}}::text[],
+                         {{6}}::text[], {{7}}::timestamptz[])
+"""
+# GREATEST keeps a cursor monotonic even when two devices race without a lock.
+_MOVE_CURSORS = """
+    UPDATE participants p SET last_read_seq = GREATEST(p.last_read_seq, v.seq)
+    FROM unnest({0}::uuid[], {1}::uuid[], {2}::bigint[]) AS v(conversation_id, user_id, seq)
+    WHERE p.conversation_id = v.conversation_id AND p.user_id = v.user_id
+"""
 
 
 def _inserted(status: str) -> bool:
@@ -144,6 +230,17 @@ class SqlConversationRepository:
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         return await self._load(_SELECT_CONVERSATION + " FOR UPDATE OF c", conversation_id, viewer_id)
 
+    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
+        # ORDER BY puts the row locks above the sort: taken in id order, as every batch does.
+        rows = await self._conn.fetch(_LOCK_CONVERSATIONS, list(conversation_ids))
+        convs: dict[UUID, Conversation] = {}
+        for row in rows:
+            self.db_now = row["db_now"]
+            conv = conversation_from_row(row)
+            self.seen.append(conv)
+            convs[conv.id] = conv
+        return convs
+
     async def add(self, conv: Conversation) -> None:
         await self._conn.execute(
             """INSERT INTO conversations (id, title, owner_id, last_seq, assistant_enabled, assistant_model,
@@ -156,41 +253,32 @@ class SqlConversationRepository:
         self.seen.append(conv)
 
     async def save(self, conv: Conversation) -> None:
-        self._pending.add(
-            """UPDATE conversations SET title = $2, last_seq = $3, assistant_enabled = $4, assistant_model = $5,
-                   assistant_system_prompt = $6, updated_at = $7, assistant_provider = $8, assistant_temperature = $9
-               WHERE id = $1""",
-            conv.id, conv.title, conv.last_seq, conv.assistant.enabled, conv.assistant.model,
-            conv.assistant.system_prompt, conv.updated_at, conv.assistant.provider, conv.assistant.temperature,
-        )  # fmt: skip
+        self._pending.save_conversation(conv)
 
     async def delete(self, conversation_id: UUID) -> None:
         await self._conn.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
 
 
 class SqlMessageRepository:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, pending: PendingWrites) -> None:
         self._conn = conn
+        self._pending = pending
 
-    async def add(self, m: Message) -> bool:
-        status = await self._conn.execute(
-            f"""INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                ON CONFLICT ON CONSTRAINT uq_messages_conversation_id_sender_id_client_msg_id DO NOTHING""",
-            m.id, m.conversation_id, m.seq, m.sender_id, m.role.value, m.text, m.client_msg_id, m.created_at,
-        )  # fmt: skip
-        return _inserted(status)
+    async def add_many(self, messages: Sequence[Message]) -> None:
+        self._pending.insert_messages(messages)
 
-    async def by_client_msg_id(
-        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
-    ) -> Message | None:
-        """``sender_id`` None: the assistant's answer of that id (one per reply, see domain/assistant.py)."""
-        sender = "sender_id IS NULL AND $2::uuid IS NULL" if sender_id is None else "sender_id = $2"
-        row = await self._conn.fetchrow(
-            f"""SELECT {_MESSAGE_COLUMNS} FROM messages
-                WHERE conversation_id = $1 AND {sender} AND client_msg_id = $3""",
-            conversation_id, sender_id, client_msg_id,
+    async def by_client_msg_ids(
+        self, keys: Sequence[tuple[UUID, UUID | None, str]]
+    ) -> dict[tuple[UUID, UUID | None, str], Message]:
+        users = [k for k in keys if k[1] is not None]
+        assistant = [k for k in keys if k[1] is None]
+        rows = await self._conn.fetch(
+            _SENT_BEFORE,
+            [k[0] for k in users], [k[1] for k in users], [k[2] for k in users],
+            [k[0] for k in assistant], [k[2] for k in assistant],
         )  # fmt: skip
-        return None if row is None else message_from_row(row)
+        found = (message_from_row(r) for r in rows)
+        return {(m.conversation_id, m.sender_id, m.client_msg_id or ""): m for m in found}
 
 
 class SqlParticipantRepository:
@@ -222,13 +310,12 @@ class SqlParticipantRepository:
         )
         return _inserted(status)
 
+    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
+        rows = await self._conn.fetch(_ROLES, [p[0] for p in pairs], [p[1] for p in pairs])
+        return {(r["conversation_id"], r["user_id"]): MemberRole(r["role"]) for r in rows}
+
     async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
-        # GREATEST keeps the cursor monotonic even when two devices race without a lock.
-        self._pending.add(
-            """UPDATE participants SET last_read_seq = GREATEST(last_read_seq, $3)
-               WHERE conversation_id = $1 AND user_id = $2""",
-            conversation_id, user_id, seq,
-        )  # fmt: skip
+        self._pending.move_cursor(conversation_id, user_id, seq)
 
 
 class SqlUserRepository:

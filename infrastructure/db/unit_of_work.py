@@ -1,12 +1,16 @@
-"""The unit of work: one transaction; ``commit`` flushes the deferred writes, writes the aggregates'
-events to the outbox and NOTIFYs the relays, all in one statement, then commits.
+"""The unit of work: one transaction; ``commit`` flushes the deferred writes and writes the aggregates'
+events to the outbox in one statement, then commits, then hands the touched shards to the process's
+outbox publisher (API nodes publish what they wrote at once). Where no publisher runs (workers, CLI),
+the statement NOTIFYs the relays instead.
 
-The request path never talks to Redis: an event exists for the rest of the system once its outbox
-row commits, together with the state change it describes (flow 1 of docs/architecture.md).
+The transaction never talks to Redis: an event exists for the rest of the system once its outbox row
+commits, together with the state change it describes (flow 1 of docs/architecture.md); publishing is
+after the commit, and the relay publishes whatever a crashed process committed but did not publish.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
@@ -15,6 +19,7 @@ import asyncpg
 from asyncpg.transaction import Transaction
 
 from domain import events
+from infrastructure import failpoints
 from infrastructure.db import outbox
 from infrastructure.db.repositories import (
     PendingWrites,
@@ -47,10 +52,15 @@ class SqlUnitOfWork:
     participants: SqlParticipantRepository
     users: SqlUserRepository
 
-    def __init__(self, pool: asyncpg.Pool, *, shard_count: int) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, shard_count: int, on_commit: Callable[[set[int]], None] | None = None
+    ) -> None:
         self._pool = pool
         self._pending = PendingWrites()
         self._shard_count = shard_count
+        #: Called after a commit with the shards its events went to (the local publisher's ``wake``);
+        #: None: NOTIFY the relays in the commit's statement instead.
+        self._on_commit = on_commit
         self._conn: asyncpg.Connection | None = None
         self._tx: Transaction | None = None
         #: Pass this as the handler's clock to stamp with the database's time (``post_message``).
@@ -70,7 +80,7 @@ class SqlUnitOfWork:
             raise
         self._pending = PendingWrites()
         self.conversations = SqlConversationRepository(self._conn, self._pending)
-        self.messages = SqlMessageRepository(self._conn)
+        self.messages = SqlMessageRepository(self._conn, self._pending)
         self.participants = SqlParticipantRepository(self._conn, self._pending)
         self.users = SqlUserRepository(self._conn)
         return self
@@ -100,21 +110,23 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._conn is not None and self._tx is not None
         recorded = [event for conv in self.conversations.seen for event in conv.events]
+        shards = [events.shard_for(e.conversation_id, self._shard_count) for e in recorded]
         if recorded:
-            self._pending.add(
-                outbox.INSERT_SQL,
-                [events.type_name(e) for e in recorded],
-                [events.shard_for(e.conversation_id, self._shard_count) for e in recorded],
-                [events.encode(e) for e in recorded],
+            self._pending.add_outbox(
+                [events.type_name(e) for e in recorded], shards, [events.encode(e) for e in recorded]
             )
         if self._pending:
-            # Deferred writes, outbox rows and the relays' wake-up: one round trip.
-            sql, args = self._pending.statement(outbox.NOTIFY_SQL if recorded else "SELECT 1")
+            # Deferred writes, outbox rows and (without a local publisher) the relays' wake-up: one round trip.
+            notify = recorded and self._on_commit is None
+            sql, args = self._pending.statement(outbox.NOTIFY_SQL if notify else "SELECT 1")
             await self._conn.execute(sql, *args)
         await self._tx.commit()
         self._tx = None
+        failpoints.hit("after-commit")  # crash tests: durable, but neither published nor answered
         for conv in self.conversations.seen:
             conv.events.clear()
+        if shards and self._on_commit is not None:
+            self._on_commit(set(shards))
 
     async def rollback(self) -> None:
         if self._tx is not None:

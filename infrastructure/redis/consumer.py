@@ -14,10 +14,16 @@ API::
         claim_idle_ms=30_000,         # shared groups: take entries other consumers left pending this long
         max_deliveries=5,             # ... and after this many deliveries, dead-letter them instead
         on_groups_lost=callback,      # groups vanished (Redis restarted empty): they were recreated
+        noack=False,                  # True: read with NOACK (nothing pending, nothing to ack; see below)
     )
     await consumer.setup()            # create groups, hand own pending entries to the handler
     await consumer.run(stop_event)    # read, handle, ack until ``stop_event`` is set
     await consumer.teardown()         # remove the groups (per-node groups on clean shutdown)
+
+``noack`` is for a group whose consumer's pending entries would be worthless after it died: a WS
+node's (its sockets die with it, and their clients catch up from PostgreSQL on the node they reconnect
+to). Its reads skip the pending list, which saves Redis the bookkeeping and the node an XACK round
+trip per batch; the handler's answer is then ignored.
 
 The handler gets a batch and returns the entries it handled (``None``: all of them); only those are
 XACKed. (Entries, not ids: an id is unique within one stream only, and a batch spans every shard.)
@@ -91,6 +97,7 @@ class StreamConsumer:
         claim_idle_ms: int | None = None,
         max_deliveries: int | None = None,
         on_groups_lost: Callable[[], Awaitable[None] | None] | None = None,
+        noack: bool = False,
     ) -> None:
         self.redis = redis
         self.group = group
@@ -104,6 +111,7 @@ class StreamConsumer:
         self._claim_idle_ms = claim_idle_ms
         self._max_deliveries = max_deliveries
         self._on_groups_lost = on_groups_lost
+        self._noack = noack
         self._kind = group_kind(group)
         self._healthy = True
         self._next_claim = 0.0
@@ -159,7 +167,12 @@ class StreamConsumer:
         """One XREADGROUP of new entries over every stream; returns how many were read."""
         ids: Any = {s: ">" for s in self.streams}
         reply = await self.redis.xreadgroup(
-            self.group, self.consumer, ids, count=self._count, block=self._block_ms if block == -1 else block
+            self.group,
+            self.consumer,
+            ids,
+            count=self._count,
+            block=self._block_ms if block == -1 else block,
+            noack=self._noack,
         )
         entries, gone = parse(reply)
         await self._handle(entries, gone)
@@ -186,7 +199,7 @@ class StreamConsumer:
                     stream, self.group, self.consumer, min_idle_time=self._claim_idle_ms, message_ids=retry
                 )
                 entries, gone = parse([(stream, reply)])
-                await self._handle(entries, gone)
+                await self._handle(entries, gone, from_pending=True)
                 claimed += len(entries)
         return claimed
 
@@ -213,10 +226,12 @@ class StreamConsumer:
             entries, gone = parse(reply)
             if not entries and not gone:
                 return
-            await self._handle(entries, gone)
+            await self._handle(entries, gone, from_pending=True)  # (with noack: left by an acking version)
             after = max([e.entry_id for e in entries] + [g for _s, g in gone], key=_id_key)
 
-    async def _handle(self, entries: list[StreamEntry], gone: list[tuple[str, bytes]]) -> None:
+    async def _handle(
+        self, entries: list[StreamEntry], gone: list[tuple[str, bytes]], *, from_pending: bool = False
+    ) -> None:
         handled: Collection[StreamEntry] | None = ()
         if entries:
             try:
@@ -227,6 +242,9 @@ class StreamConsumer:
                 log.warning("%s: handler failed on a batch of %d (%s); it stays pending", self.group, len(entries), exc)
                 raise HandlerFailed from exc
             self._healthy = True
+        if self._noack and not from_pending:
+            ENTRIES.labels(self._kind, "acked").inc(len(entries))  # read without a pending entry: done
+            return
         if handled is None:
             acked = entries
         else:

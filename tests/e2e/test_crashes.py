@@ -88,3 +88,48 @@ async def test_api_node_killed_its_clients_reconnect_to_the_other_node_and_catch
     assert code != 1000
     assert delivered == list(range(1, last + 1)), "bob missed or repeated a seq across the crash"
     assert check(history, [writer.name], conv).ok
+
+
+async def test_node_killed_between_commit_and_publish_the_relay_publishes_and_a_retry_gets_the_original(
+    cluster: Cluster, api: Api, history: History, clients: list[ChatClient]
+) -> None:
+    """The writing node publishes its own commits; one that dies right after a commit (failpoint
+    ``after-commit``: SIGKILL before publish and ack) leaves the message to the relay's safety net."""
+    alice, bob = await api.user(), await api.user()
+    doomed, survivor = cluster.nodes
+    conv = await Api(survivor.base_url).conversation(alice, bob)
+    bob_reader = await ChatClient("bob@survivor", history).connect(survivor.ws_url, bob["token"])
+    clients.append(bob_reader)
+    await bob_reader.join(conv)
+    before = await ChatClient("alice@survivor", history).connect(survivor.ws_url, alice["token"])
+    clients.append(before)
+    await before.join(conv)
+    for n in range(3):
+        await before.send(conv, f"before {n}")
+
+    doomed.kill()
+    doomed.env["PARLEY_FAILPOINTS"] = "after-commit"
+    doomed.start()
+    try:
+        alice_doomed = await ChatClient("alice@doomed", history).connect(doomed.ws_url, alice["token"])
+        clients.append(alice_doomed)
+        await alice_doomed.join(conv)
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await alice_doomed.send(conv, "committed, never acked", client_msg_id="the-lost-ack")
+        assert doomed.popen is not None
+        assert doomed.popen.wait(10) == -9, "the failpoint did not kill the node"
+
+        # The message is durable: the relay publishes it to the survivor's readers (no gap, no repeat),
+        # and the client's retry with the same client_msg_id gets the original seq, not a new message.
+        await bob_reader.wait_for_seq(conv, 4, timeout=15)
+        retry = await before.send(conv, "committed, never acked", client_msg_id="the-lost-ack")
+        assert retry["status"] == "duplicate" and retry["seq"] == 4
+        await before.send(conv, "after")
+        await bob_reader.wait_for_seq(conv, 5, timeout=15)
+    finally:
+        doomed.env.pop("PARLEY_FAILPOINTS")
+        doomed.kill()
+        doomed.start()  # leave the cluster whole for the next test
+
+    assert bob_reader.seqs(conv) == [1, 2, 3, 4, 5]
+    assert check(history, [bob_reader.name], conv).ok

@@ -64,6 +64,26 @@ def relays(cluster: Cluster, e2e_database_url: str) -> Iterator[list[Process]]:
     cluster.relay.start()
 
 
+@pytest.fixture
+def relays_only(cluster: Cluster) -> Iterator[None]:
+    """API nodes that leave publishing to the relays (``PARLEY_PUBLISH_ON_COMMIT=false``), for the tests of
+    the relays' shard lease; the nodes are restarted as they were afterwards."""
+
+    def restart(publish: str | None) -> None:
+        for node in cluster.nodes:
+            node.stop()
+            node.env.pop("PARLEY_PUBLISH_ON_COMMIT", None)
+            if publish is not None:
+                node.env["PARLEY_PUBLISH_ON_COMMIT"] = publish
+            node.start()
+
+    restart("false")
+    try:
+        yield
+    finally:
+        restart(None)
+
+
 class Load:
     """Alice writes over WS through node 1 (and Carol over REST through node 2); Bob reads on both nodes."""
 
@@ -80,10 +100,9 @@ class Load:
         await asyncio.gather(*self.tasks)
         self.stop, self.tasks = asyncio.Event(), []
 
-    def resume(self, pause: float, filler: int = 0) -> None:
-        self.tasks.append(
-            asyncio.create_task(ws_sender(self.writer, self.conv, self.stop, self.outcomes, self.ids, pause, filler))
-        )
+    def resume(self, pause: float, filler: int = 0, writer: ChatClient | None = None) -> None:
+        sender = ws_sender(writer or self.writer, self.conv, self.stop, self.outcomes, self.ids, pause, filler)
+        self.tasks.append(asyncio.create_task(sender))
 
     async def start(self, *, rest: bool = False, pause: float = 0.02, filler: int = 0, senders: int = 1) -> None:
         self.alice, self.bob, self.carol = await self.api.user(), await self.api.user(), await self.api.user()
@@ -94,10 +113,16 @@ class Load:
             await ChatClient("bob@1", self.history).connect(node1.ws_url, self.bob["token"]),
             await ChatClient("bob@2", self.history).connect(node2.ws_url, self.bob["token"]),
         ]
-        for client in [self.writer, *self.readers]:
+        # Each sender on a socket of its own: a socket's frames are handled one at a time, so senders
+        # sharing one would never have more than one send in flight.
+        self.writers = [self.writer]
+        for n in range(2, senders + 1):
+            extra = await ChatClient(f"alice@1-{n}", self.history).connect(node1.ws_url, self.alice["token"])
+            self.writers.append(extra)
+        for client in [*self.writers, *self.readers]:
             await client.join(self.conv)
-        for _ in range(senders):
-            self.resume(pause, filler)
+        for writer in self.writers:
+            self.resume(pause, filler, writer)
         if rest:
             self.tasks.append(
                 asyncio.create_task(
@@ -119,7 +144,7 @@ class Load:
         await asyncio.gather(*(r.wait_for_seq(self.conv, last, timeout=timeout) for r in self.readers))
         verdict = check(self.history, [r.name for r in self.readers], self.conv)
         assert verdict.ok, verdict
-        for client in [self.writer, *self.readers]:
+        for client in [*self.writers, *self.readers]:
             await client.close()
         return last
 
@@ -248,6 +273,7 @@ async def test_a_stopped_relay_loses_its_shards_within_seconds_and_nothing_is_re
     api: Api,
     history: History,
     relays: list[Process],
+    relays_only: None,
     e2e_database_url: str,
     e2e_redis: EmbeddedRedis,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from app.asgi import create_app
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db.tables import messages, outbox
+from infrastructure.redis import streams
 from infrastructure.settings import Settings
 from tests.factories import ConversationCreateFactory, RegisterBodyFactory
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -134,14 +136,24 @@ async def room(
     return user, url
 
 
-async def written(services: Services) -> tuple[int, int]:
-    """(messages, outbox rows) as they stand: a refused request must leave both unchanged."""
+async def events_committed(services: Services) -> int:
+    """Events committed so far: outbox rows plus what was published from the outbox to the streams
+    (the app's node publishes its commits at once). Waits for the outbox to drain first, so that no
+    row is counted both in it and in a stream."""
     async with services.engine.connect() as conn:
-        count = [
-            (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
-            for table in (messages, outbox)
-        ]
-    return count[0], count[1]
+        async with asyncio.timeout(10):
+            while pending := (await conn.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    published = [await services.redis.xlen(s) for s in streams.all_streams(services.settings.redis.shard_count)]
+    return int(pending) + sum(published)
+
+
+async def written(services: Services) -> tuple[int, int]:
+    """(messages, events committed) as they stand: a refused request must leave both unchanged."""
+    events = await events_committed(services)
+    async with services.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(sa.func.count()).select_from(messages))).scalar_one()
+    return stored, events
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

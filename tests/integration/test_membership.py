@@ -1,6 +1,6 @@
 """Who may do what in a conversation: strangers get 403 and see nothing, members are not owners, admins may delete.
 
-Every refused write is checked against the database: no message, outbox, participant or conversation row moves.
+Every refused write is checked against the database: no message, event, participant or conversation row moves.
 """
 
 from __future__ import annotations
@@ -13,19 +13,20 @@ import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from infrastructure.bootstrap import Services
-from infrastructure.db.tables import conversations, messages, outbox, participants
-from tests.integration.conftest import MakeConversation, MakeUser, Project, assert_error
+from infrastructure.db.tables import conversations, messages, participants
+from tests.integration.conftest import MakeConversation, MakeUser, Project, assert_error, events_committed
 from tests.integration.conftest import TestUser as User
 
-COUNTED = {"messages": messages, "outbox": outbox, "participants": participants, "conversations": conversations}
+COUNTED = {"messages": messages, "participants": participants, "conversations": conversations}
 
 
 async def row_counts(services: Services) -> dict[str, int]:
+    """Rows of the write tables, and ``events``: events committed (outbox rows or already published)."""
+    counts = {"events": await events_committed(services)}
     async with services.engine.connect() as conn:
-        return {
-            name: (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
-            for name, table in COUNTED.items()
-        }
+        for name, table in COUNTED.items():
+            counts[name] = (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+    return counts
 
 
 #: (method, path under /api/conversations/{id}, JSON body or None); {other} is a third user's id.
@@ -218,7 +219,7 @@ async def test_a_member_can_leave_and_is_forbidden_afterwards(
     assert left.status_code == 204, left.text
     after = await row_counts(services)
     assert after["participants"] == before["participants"] - 1
-    assert after["outbox"] == before["outbox"] + 1  # ParticipantRemoved
+    assert after["events"] == before["events"] + 1  # ParticipantRemoved
     assert_error(await client.get(url, headers=member.headers), 403, "FORBIDDEN")
     assert_error(
         await client.post(
@@ -257,7 +258,7 @@ async def test_an_admin_can_delete_someone_elses_conversation(
 
     assert response.status_code == 204, response.text
     assert_error(await client.get(url, headers=owner.headers), 404, "NOT_FOUND")
-    assert await row_counts(services) == {"messages": 0, "outbox": 1 + 1, "participants": 0, "conversations": 0}
+    assert await row_counts(services) == {"messages": 0, "events": 1 + 1, "participants": 0, "conversations": 0}
 
 
 async def test_being_admin_does_not_open_a_conversations_messages_to_a_non_member(

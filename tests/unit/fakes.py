@@ -8,6 +8,7 @@ Repositories hand out copies of conversations, as the SQL ones build fresh aggre
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -17,7 +18,7 @@ import msgspec
 
 from domain import events
 from domain.model import Conversation
-from domain.values import Message, Participant
+from domain.values import MemberRole, Message, Participant
 
 
 class FakeClock:
@@ -40,6 +41,9 @@ class FakeParticipantRepository:
 
     async def member_ids(self, conversation_id: UUID) -> list[UUID]:
         return [uid for (cid, uid) in self.rows if cid == conversation_id]
+
+    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
+        return {pair: self.rows[pair].role for pair in pairs if pair in self.rows}
 
     async def add(self, participant: Participant) -> bool:
         key = (participant.conversation_id, participant.user_id)
@@ -80,6 +84,10 @@ class FakeConversationRepository:
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         return self._load(conversation_id, viewer_id)
 
+    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
+        loaded = (self._load(cid, None) for cid in sorted(conversation_ids))
+        return {conv.id: conv for conv in loaded if conv is not None}
+
     async def add(self, conversation: Conversation) -> None:
         self.rows[conversation.id] = dataclasses.replace(conversation, viewer_role=None, events=[])
         self.seen.append(conversation)
@@ -98,27 +106,21 @@ class FakeMessageRepository:
     def __init__(self) -> None:
         self.rows: list[Message] = []
 
-    async def add(self, message: Message) -> bool:
-        if message.client_msg_id is not None and any(
-            (m.conversation_id, m.sender_id, m.client_msg_id)
-            == (message.conversation_id, message.sender_id, message.client_msg_id)
-            for m in self.rows
-        ):
-            return False
-        self.rows.append(message)
-        return True
+    async def add_many(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            key = (message.conversation_id, message.sender_id, message.client_msg_id)
+            # The unique index of the SQL repository: a repeated client id is a bug in the handler.
+            assert message.client_msg_id is None or key not in self._keys(), f"duplicate send {key}"
+            self.rows.append(message)
 
-    async def by_client_msg_id(
-        self, conversation_id: UUID, sender_id: UUID | None, client_msg_id: str
-    ) -> Message | None:
-        return next(
-            (
-                m
-                for m in self.rows
-                if (m.conversation_id, m.sender_id, m.client_msg_id) == (conversation_id, sender_id, client_msg_id)
-            ),
-            None,
-        )
+    async def by_client_msg_ids(
+        self, keys: Sequence[tuple[UUID, UUID | None, str]]
+    ) -> dict[tuple[UUID, UUID | None, str], Message]:
+        wanted = set(keys)
+        return {k: m for k, m in self._keys().items() if k in wanted}
+
+    def _keys(self) -> dict[tuple[UUID, UUID | None, str], Message]:
+        return {(m.conversation_id, m.sender_id, m.client_msg_id): m for m in self.rows if m.client_msg_id is not None}
 
 
 class FakeUserDirectory:

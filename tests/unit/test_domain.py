@@ -151,6 +151,75 @@ async def test_posting_moves_the_senders_read_cursor_but_no_one_elses(uow: FakeU
     assert cursors == {OWNER: 2, MEMBER: 0}
 
 
+# -- group commit: several posts in one transaction -----------------------------------------------------
+
+
+def send(conv: Conversation, sender: UUID | None, cmid: str | None = None, text: str = "hi") -> commands.PostMessage:
+    return handlers.prepare_post(
+        commands.PostMessage(conversation_id=conv.id, sender_id=sender, client_msg_id=cmid, text=text), LIMITS
+    )
+
+
+async def test_a_batch_assigns_seqs_per_conversation_in_arrival_order_and_commits_once(
+    uow: FakeUnitOfWork, clock: FakeClock
+) -> None:
+    a, b = await start(uow, clock, MEMBER), await start(uow, clock, MEMBER)
+    uow.outbox.clear()
+
+    outcomes = await handlers.post_messages(
+        [send(a, OWNER), send(b, MEMBER), send(a, MEMBER), send(b, OWNER), send(a, OWNER)], uow, clock
+    )
+
+    assert uow.committed
+    seqs = [(o.message.conversation_id, o.message.seq) for o in outcomes if isinstance(o, handlers.PostResult)]
+    assert seqs == [(a.id, 1), (b.id, 1), (a.id, 2), (b.id, 2), (a.id, 3)]
+    posted = [(e.message.conversation_id, e.message.seq) for e in of_type(uow, events.MessagePosted)]
+    assert [s for c, s in posted if c == a.id] == [1, 2, 3] and [s for c, s in posted if c == b.id] == [1, 2]
+    assert uow.conversations.rows[a.id].last_seq == 3 and uow.conversations.rows[b.id].last_seq == 2
+    assert uow.participants.rows[(a.id, MEMBER)].last_read_seq == 2  # a sender's cursor: their latest post
+
+
+async def test_a_refused_post_fails_alone_and_the_rest_of_its_batch_commits(
+    uow: FakeUnitOfWork, clock: FakeClock
+) -> None:
+    conv = await start(uow, clock, MEMBER)
+    missing = Conversation.start(
+        title="x", owner_id=OWNER, participant_ids=[], assistant=conv.assistant, now=clock.now()
+    )[0]
+
+    outcomes = await handlers.post_messages(
+        [send(conv, STRANGER), send(conv, OWNER), send(missing, OWNER), send(conv, MEMBER)], uow, clock
+    )
+
+    assert isinstance(outcomes[0], NotAParticipant) and isinstance(outcomes[2], NotFound)
+    assert [o.message.seq for o in outcomes if isinstance(o, handlers.PostResult)] == [1, 2]
+    assert uow.committed and uow.conversations.rows[conv.id].last_seq == 2
+
+
+async def test_a_client_id_repeated_inside_one_batch_is_stored_once(uow: FakeUnitOfWork, clock: FakeClock) -> None:
+    conv = await start(uow, clock, MEMBER)
+
+    first, again, other_sender = await handlers.post_messages(
+        [send(conv, OWNER, "same", "one"), send(conv, OWNER, "same", "two"), send(conv, MEMBER, "same")], uow, clock
+    )
+
+    assert isinstance(first, handlers.PostResult) and isinstance(again, handlers.PostResult)
+    assert not first.duplicate and again.duplicate and again.message == first.message
+    assert isinstance(other_sender, handlers.PostResult) and other_sender.message.seq == 2
+    assert len(uow.messages.rows) == 2
+
+
+async def test_a_batch_with_nothing_to_store_commits_nothing(uow: FakeUnitOfWork, clock: FakeClock) -> None:
+    conv = await start(uow, clock, MEMBER)
+    await handlers.post_messages([send(conv, OWNER, "once")], uow, clock)
+    uow.outbox.clear()
+
+    (outcome,) = await handlers.post_messages([send(conv, OWNER, "once")], uow, clock)
+
+    assert isinstance(outcome, handlers.PostResult) and outcome.duplicate
+    assert not uow.committed and uow.outbox == []
+
+
 # -- text limits -----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,195 @@
+"""Flow 1 -> 2 under load: group commit (concurrent posts share transactions) and the API node's own
+outbox publisher, with the relay as the safety net. Real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+
+from domain import commands, events, handlers
+from domain.errors import InvalidInput, NotAParticipant
+from domain.limits import Limits
+from infrastructure.bootstrap import Services
+from infrastructure.db.tables import messages, outbox, participants, users
+from infrastructure.outbox_publisher import OutboxPublisher
+from infrastructure.redis import streams
+from tests.factories import StartConversationFactory
+from workers.outbox_relay import OutboxRelay
+
+
+async def _users(services: Services, count: int) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    async with services.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(users), [{"id": u, "email": f"{u}@example.com", "name": "u", "password_hash": "x"} for u in ids]
+        )
+    return ids
+
+
+async def _conversation(services: Services, owner: uuid.UUID, *members: uuid.UUID) -> uuid.UUID:
+    cmd = StartConversationFactory.build(owner_id=owner, participant_ids=list(members))
+    return (await handlers.start_conversation(cmd, services.uow(), services.clock, Limits())).id
+
+
+def _send(conv: uuid.UUID, sender: uuid.UUID, client_msg_id: str | None = None) -> commands.PostMessage:
+    return commands.PostMessage(
+        conversation_id=conv, sender_id=sender, client_msg_id=client_msg_id or uuid.uuid4().hex, text="hi"
+    )
+
+
+async def _scalar(services: Services, stmt: Any) -> Any:
+    async with services.engine.connect() as conn:
+        return (await conn.execute(stmt)).scalar_one()
+
+
+def _batches() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("parley_post_batch_size_count") or 0.0
+    posts = REGISTRY.get_sample_value("parley_post_batch_size_sum") or 0.0
+    return count, posts
+
+
+async def _stream_seqs(services: Services) -> dict[uuid.UUID, list[int]]:
+    seqs: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
+    for stream in streams.all_streams(services.settings.redis.shard_count):
+        for _id, fields in await services.redis.xrange(stream):
+            event = events.decode(fields[b"data"])
+            if isinstance(event, events.MessagePosted):
+                seqs[event.message.conversation_id].append(event.message.seq)
+    return dict(seqs)
+
+
+async def test_concurrent_posts_share_transactions_and_each_conversation_gets_gapless_seqs(services: Services) -> None:
+    owner, *members = await _users(services, 4)
+    convs = [await _conversation(services, owner, *members) for _ in range(3)]
+    batches_before, posts_before = _batches()
+
+    results = await asyncio.gather(
+        *(services.posts.post(_send(convs[i % 3], [owner, *members][i % 4])) for i in range(300))
+    )
+
+    batches, posts = _batches()
+    assert posts - posts_before == 300
+    assert batches - batches_before < 300, "no two posts shared a transaction"
+    by_conversation: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
+    for r in results:
+        by_conversation[r.message.conversation_id].append(r.message.seq)
+    assert {c: sorted(s) for c, s in by_conversation.items()} == {c: list(range(1, 101)) for c in convs}
+    stored = await _scalar(services, sa.select(sa.func.count()).select_from(messages))
+    rows = await _scalar(
+        services, sa.select(sa.func.count()).select_from(outbox).where(outbox.c.event_type == "message_posted")
+    )
+    assert stored == rows == 300
+
+
+async def test_a_stranger_in_a_batch_is_refused_alone_and_the_others_are_stored(services: Services) -> None:
+    owner, member, stranger = await _users(services, 3)
+    conv = await _conversation(services, owner, member)
+
+    outcomes = await asyncio.gather(
+        *(services.posts.post(_send(conv, sender)) for sender in [owner, stranger, member] * 20),
+        return_exceptions=True,
+    )
+
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 20 and all(isinstance(o, NotAParticipant) for o in refused)
+    stored = sorted(o.message.seq for o in outcomes if isinstance(o, handlers.PostResult))
+    assert stored == list(range(1, 41))
+    latest = max(
+        o.message.seq for o in outcomes if isinstance(o, handlers.PostResult) and o.message.sender_id == member
+    )
+    cursor = sa.select(participants.c.last_read_seq).where(
+        participants.c.conversation_id == conv, participants.c.user_id == member
+    )
+    assert await _scalar(services, cursor) == latest  # a sender's own messages are read
+
+
+async def test_bad_input_is_refused_before_it_joins_a_batch(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+
+    with pytest.raises(InvalidInput):
+        await services.posts.post(
+            commands.PostMessage(conversation_id=conv, sender_id=owner, client_msg_id="x", text=" ")
+        )
+
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(messages)) == 0
+
+
+async def test_the_same_client_msg_id_sent_concurrently_is_stored_once(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+
+    results = await asyncio.gather(*(services.posts.post(_send(conv, owner, "same-id")) for _ in range(30)))
+
+    assert len({r.message.id for r in results}) == 1 and sum(not r.duplicate for r in results) == 1
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(messages)) == 1
+
+
+async def test_the_node_publishes_its_commits_in_order_without_the_relay(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    convs = [await _conversation(services, owner, member) for _ in range(4)]
+    await OutboxRelay(services).drain()  # the conversations' creation events
+    publisher = services.start_publisher()
+    stop = asyncio.Event()
+    running = asyncio.create_task(publisher.run(stop))
+    try:
+        await asyncio.gather(*(services.posts.post(_send(convs[i % 4], owner)) for i in range(200)))
+        async with asyncio.timeout(10):
+            while sum(map(len, (await _stream_seqs(services)).values())) < 200:  # noqa: ASYNC110 - polls Redis
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        publisher.wake(())
+        await running
+
+    assert await _stream_seqs(services) == {c: list(range(1, 51)) for c in convs}
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 0
+
+
+async def test_two_node_publishers_and_the_relay_racing_publish_each_event_once_in_seq_order(
+    services: Services,
+) -> None:
+    owner, member = await _users(services, 2)
+    convs = [await _conversation(services, owner, member) for _ in range(6)]
+    await OutboxRelay(services).drain()
+    nodes = [OutboxPublisher(services.pg, services.redis, maxlen=100_000, batch_size=7) for _ in range(2)]
+    shards = range(services.settings.redis.shard_count)
+
+    async def write(node: OutboxPublisher, n: int) -> None:
+        for i in range(n):
+            await services.posts.post(_send(convs[i % 6], member))
+            node.wake(shards)
+
+    stop = asyncio.Event()
+    runs = [asyncio.create_task(node.run(stop)) for node in nodes]
+    try:
+        await asyncio.gather(write(nodes[0], 60), write(nodes[1], 60), OutboxRelay(services, batch_size=5).drain())
+        await OutboxRelay(services).drain()
+    finally:
+        stop.set()
+        for node in nodes:
+            node.wake(())
+        await asyncio.gather(*runs)
+
+    assert await _stream_seqs(services) == {c: list(range(1, 21)) for c in convs}
+
+
+async def test_rows_a_node_committed_but_never_published_are_published_by_the_relay(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+    await OutboxRelay(services).drain()
+    services.start_publisher()  # woken by every commit, but never run: the node "died" after committing
+
+    for _ in range(5):
+        await services.posts.post(_send(conv, owner))
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 5
+
+    await OutboxRelay(services).drain()
+
+    assert await _stream_seqs(services) == {conv: [1, 2, 3, 4, 5]}
