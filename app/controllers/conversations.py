@@ -41,7 +41,7 @@ Cursor = Annotated[
 
 async def require_member(services: Services, conversation_id: UUID, user_id: UUID) -> MemberRole:
     """404 when the conversation does not exist, 403 when the caller is not in it."""
-    found = await views.membership(services.engine, conversation_id, user_id)
+    found = await views.membership(services.pg, conversation_id, user_id)
     if not found.exists:
         raise NotFound("conversation not found")
     if found.role is None:

@@ -26,7 +26,7 @@ async def reply_of(services: Services, reply_id: UUID, user_id: UUID) -> ReplyMe
     found = await replies.meta(services.redis, reply_id)
     if found is None:
         raise NotFound("no such reply (or it ended too long ago)")
-    membership = await views.membership(services.engine, found.conversation_id, user_id)
+    membership = await views.membership(services.pg, found.conversation_id, user_id)
     if membership.role is None:
         raise NotAParticipant()
     return found

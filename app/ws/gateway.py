@@ -274,7 +274,7 @@ class Session:
         cid = frame.conversation_id
         if cid not in self.conn.cursors and len(self.conn.cursors) >= self.limits.joins_per_socket:
             raise TooLarge(f"at most {self.limits.joins_per_socket} joined conversations per socket; leave one first")
-        found = await views.membership(self.services.engine, cid, self.conn.user_id)
+        found = await views.membership(self.services.pg, cid, self.conn.user_id)
         if not found.exists:
             raise NotFound("conversation not found")
         if found.role is None:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.errors import InvalidInput
 from domain.values import MemberRole, Message, MessageRole
 from infrastructure.db.repositories import message_from_row
-from infrastructure.db.tables import conversations, messages, participants, users
+from infrastructure.db.tables import messages, participants, users
 
 #: Message columns without the generated full-text column and the embedding.
 MESSAGE_COLUMNS = [c for c in messages.c if c.name not in {"search", "embedding"}]
@@ -211,23 +211,22 @@ class Membership(msgspec.Struct, frozen=True):
     last_seq: int
 
 
-async def membership(engine: AsyncEngine, conversation_id: UUID, user_id: UUID) -> Membership:
+# One round trip on the asyncpg pool: every join and every REST call on a conversation asks this, and
+# the SQLAlchemy engine made it four (pre-ping, BEGIN, the query, the ROLLBACK of the reset on return).
+_MEMBERSHIP = """
+    SELECT c.last_seq, p.role FROM conversations c
+    LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
+    WHERE c.id = $1
+"""
+
+
+async def membership(pool: asyncpg.Pool, conversation_id: UUID, user_id: UUID) -> Membership:
     """Does the conversation exist, what is the user's role in it (None: not a member), its last seq."""
-    stmt = (
-        sa.select(conversations.c.last_seq, participants.c.role)
-        .select_from(
-            conversations.outerjoin(
-                participants,
-                sa.and_(participants.c.conversation_id == conversations.c.id, participants.c.user_id == user_id),
-            )
-        )
-        .where(conversations.c.id == conversation_id)
-    )
-    async with engine.connect() as conn:
-        row = (await conn.execute(stmt)).one_or_none()
+    row = await pool.fetchrow(_MEMBERSHIP, conversation_id, user_id)
     if row is None:
         return Membership(exists=False, role=None, last_seq=0)
-    return Membership(exists=True, role=None if row.role is None else MemberRole(row.role), last_seq=int(row.last_seq))
+    role = None if row["role"] is None else MemberRole(row["role"])
+    return Membership(exists=True, role=role, last_seq=int(row["last_seq"]))
 
 
 async def schema_version(engine: AsyncEngine) -> str | None:
