@@ -10,11 +10,12 @@ absorb the duplicates by seq.
 
 ``OutboxPublisher`` runs in each API node (flow 1 -> 2 without a process hop): the unit of work wakes
 it after every commit with the shards it wrote to, and it publishes at once, coalescing whatever
-commits arrive while a publish is in flight. A shard another process holds is retried every
-``RETRY_SECONDS`` (its holder may have claimed before our commit was visible) until ``GIVE_UP_SECONDS``,
-then left to the relay. The relay (``workers/outbox_relay.py``) is the safety net: it publishes rows
-of a node that died between commit and publish, and everything written by processes that run no
-publisher (workers, the CLI).
+commits arrive while a publish is in flight. It waits for shards another publisher holds (that one
+may have claimed before our commit was visible, so skipping would strand our rows until the relay's
+next poll), at most ``WAIT_SECONDS``, then leaves the rows to the relay. The relay
+(``workers/outbox_relay.py``) is the safety net: it publishes rows of a node that died between commit
+and publish, and everything written by processes that run no publisher (workers, the CLI); it never
+waits for a shard.
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ log = logging.getLogger("parley.publisher")
 BATCH_SIZE = 500
 #: Bound on one step's XADD pipeline, well inside the shard lease (``outbox.LEASE_MS``).
 REDIS_PUBLISH_TIMEOUT = 2.0
-#: A shard held by another publisher is tried again this often ...
-RETRY_SECONDS = 0.001
-#: ... for at most this long; then its rows are the relay's (it polls every second).
-GIVE_UP_SECONDS = 1.0
+#: A node waits this long at most for shards other publishers hold; then its rows are the relay's.
+#: Above the shard lease (``outbox.LEASE_MS``), after which a stuck holder's session is ended.
+WAIT_SECONDS = 5.0
 
 PUBLISHED = Counter("parley_outbox_published_total", "Outbox events published to Redis Streams", ["publisher"])
 STEP_SECONDS = Histogram(
@@ -52,7 +52,7 @@ STEP_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 LEFT_TO_RELAY = Counter(
-    "parley_outbox_left_to_relay_total", "Publish attempts of an API node given up (the relay publishes the rows)"
+    "parley_outbox_left_to_relay_total", "Publishes an API node gave up (the relay publishes the rows)"
 )
 
 #: What makes one publish step fail for now (the rows stay in the outbox).
@@ -74,10 +74,11 @@ async def publish_once(
     maxlen: int,
     limit: int = BATCH_SIZE,
     publisher: str,
+    wait: bool = False,
 ) -> Published:
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
-        claim = await outbox.claim(conn, shards=shards, limit=limit)
+        claim = await outbox.claim(conn, shards=shards, limit=limit, wait=wait)
         if claim.rows:
             # Bounded: a paused Redis must not keep the shards until the lease runs out.
             await asyncio.wait_for(streams.publish(redis, claim.rows, maxlen=maxlen), REDIS_PUBLISH_TIMEOUT)
@@ -111,28 +112,21 @@ class OutboxPublisher:
             await self._publish(shards)
 
     async def _publish(self, shards: set[int]) -> None:
-        give_up = time.monotonic() + GIVE_UP_SECONDS
-        while shards:
-            try:
-                step = await publish_once(
-                    self._pool,
-                    self._redis,
-                    shards=sorted(shards),
-                    maxlen=self._maxlen,
-                    limit=self._batch_size,
-                    publisher="node",
-                )
-            except TRANSIENT as exc:
-                # The rows are committed and stay in the outbox: the relay publishes them.
-                log.warning("publish failed (%s: %s); the relay will publish the rows", type(exc).__name__, exc)
-                LEFT_TO_RELAY.inc()
-                return
-            if step.count >= self._batch_size:
-                continue  # more rows than one step takes
-            shards -= step.locked
-            if shards:
-                if time.monotonic() > give_up:
-                    log.info("shards %s stayed held by another publisher; left to the relay", sorted(shards))
-                    LEFT_TO_RELAY.inc()
-                    return
-                await asyncio.sleep(RETRY_SECONDS)
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                while True:
+                    step = await publish_once(
+                        self._pool,
+                        self._redis,
+                        shards=sorted(shards),
+                        maxlen=self._maxlen,
+                        limit=self._batch_size,
+                        publisher="node",
+                        wait=True,
+                    )
+                    if step.count < self._batch_size:
+                        return  # every row of these shards committed before the step is published
+        except TRANSIENT as exc:
+            # The rows are committed and stay in the outbox: the relay publishes them.
+            log.warning("publish failed (%s: %s); the relay will publish the rows", type(exc).__name__, exc)
+            LEFT_TO_RELAY.inc()

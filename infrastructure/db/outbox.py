@@ -46,23 +46,20 @@ INSERT_SQL = """
 #: Wakes the relays; sent in the same statement as the insert when no publisher runs in the process.
 NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 
-# One statement: lock those of the given shards no other publisher holds (transaction-scoped, released
-# at commit), take the oldest rows of the locked shards out of the outbox, and let this transaction
-# commit asynchronously. The rows come back if the transaction does not commit (Redis refused the XADD,
-# the publisher died). An asynchronous commit is enough: if a crash loses it, the rows are published
-# again and consumers absorb the duplicates; it saves a WAL flush per batch. MATERIALIZED keeps the lock
-# calls out of the outer plan. The last row (id NULL) carries the shards this claim locked; RETURNING
-# has no order, so ``claim`` sorts by id. The lease (``LEASE_MS``) is set here too, for this
-# transaction only.
-CLAIM_SQL = f"""
+# One statement: lock the given shards (transaction-scoped, released at commit; ``{locks}`` is
+# ``_TRY_LOCKS`` or ``_WAIT_LOCKS``), take the oldest rows of the locked shards out of the outbox, and
+# let this transaction commit asynchronously. The rows come back if the transaction does not commit
+# (Redis refused the XADD, the publisher died). An asynchronous commit is enough: if a crash loses it,
+# the rows are published again and consumers absorb the duplicates; it saves a WAL flush per batch.
+# MATERIALIZED keeps the lock calls out of the outer plan. The last row (id NULL) carries the shards
+# this claim locked; RETURNING has no order, so ``claim`` sorts by id. The lease (``LEASE_MS``) is set
+# here too, for this transaction only.
+_CLAIM_SQL = f"""
     WITH async_commit AS MATERIALIZED (
         SELECT set_config('synchronous_commit', 'off', true),
                set_config('idle_in_transaction_session_timeout', '{LEASE_MS}', true)
     ),
-    mine AS MATERIALIZED (
-        SELECT s FROM unnest($1::int[]) AS s
-        WHERE pg_try_advisory_xact_lock($2::int, s)
-    ),
+    mine AS MATERIALIZED ({{locks}}),
     claimed AS (
         DELETE FROM outbox WHERE id IN (
             SELECT id FROM outbox
@@ -80,6 +77,17 @@ CLAIM_SQL = f"""
 """
 
 
+# Skip the shards another publisher holds (the relays: any number may run, none ever waits).
+_TRY_LOCKS = "SELECT s FROM unnest($1::int[]) AS s WHERE pg_try_advisory_xact_lock($2::int, s)"
+# Wait for them, in the order given (ascending, so waiters never deadlock; the relays never wait).
+# The statement's snapshot is older than the locks, which is enough: the caller wants rows it
+# committed before it started, and the rows the previous holder took are gone when their locks are
+# released (``SKIP LOCKED`` / the DELETE skips them).
+_WAIT_LOCKS = "SELECT s FROM unnest($1::int[]) AS s, LATERAL (SELECT pg_advisory_xact_lock($2::int, s)) AS l"
+CLAIM_SQL = _CLAIM_SQL.format(locks=_TRY_LOCKS)
+CLAIM_WAITING_SQL = _CLAIM_SQL.format(locks=_WAIT_LOCKS)
+
+
 @dataclass(frozen=True)
 class Claim:
     """The rows one publisher took, oldest first, and the shards it held while taking them."""
@@ -88,9 +96,10 @@ class Claim:
     locked: frozenset[int]
 
 
-async def claim(conn: asyncpg.Connection, *, shards: Sequence[int], limit: int) -> Claim:
-    """Inside the caller's transaction: the oldest rows of those ``shards`` no one else is publishing."""
-    records = await conn.fetch(CLAIM_SQL, list(shards), LOCK_NAMESPACE, limit)
+async def claim(conn: asyncpg.Connection, *, shards: Sequence[int], limit: int, wait: bool = False) -> Claim:
+    """Inside the caller's transaction: the oldest rows of those ``shards`` no one else is publishing
+    (``wait``: once the others let go of them)."""
+    records = await conn.fetch(CLAIM_WAITING_SQL if wait else CLAIM_SQL, sorted(shards), LOCK_NAMESPACE, limit)
     rows: list[OutboxRow] = []
     locked: frozenset[int] = frozenset()
     for r in records:
