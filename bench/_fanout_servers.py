@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -148,3 +149,23 @@ def run_loop(coro: Any) -> Any:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def socketio_nodes(redis_url: str, tmp: Path) -> list[Server]:
+    """The baseline's two Socket.IO nodes (``bench/peers/socketio_server.py``), not started yet, sharing
+    rooms through ``redis_url``; their logs go to ``tmp``."""
+    from infrastructure.embedded import free_port
+
+    script = str(ROOT / "bench" / "peers" / "socketio_server.py")
+    nodes = []
+    for n in (1, 2):
+        port = free_port()
+        argv = [script, "--port", str(port), "--redis-url", redis_url]
+        nodes.append(Server(f"sio{n}", argv, dict(os.environ), tmp / f"sio{n}.log", port))
+    return nodes
+
+
+async def start_socketio_nodes(nodes: list[Server]) -> None:
+    for node in nodes:
+        node.start()
+    await asyncio.gather(*(n.wait_ready("/socket.io/?EIO=4&transport=polling") for n in nodes))

@@ -40,7 +40,7 @@ import psutil
 from bench._conn_clients import ClientProc, StepReport
 from bench._fanout_clients import SocketSpec
 from bench._fanout_clients import raise_nofile_limit as raise_nofile
-from bench._fanout_servers import ROOT, Sampler, Server, run_loop
+from bench._fanout_servers import Sampler, Server, run_loop, socketio_nodes, start_socketio_nodes
 from bench.fanout import LIMITS, baseline_setup, parley_setup, revision
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, start_postgres, start_redis
 
@@ -186,16 +186,9 @@ async def run_parley(
 
 
 async def run_baseline(args: argparse.Namespace, tmp: Path, redis: EmbeddedRedis) -> dict[str, Any]:
-    script = str(ROOT / "bench" / "peers" / "socketio_server.py")
-    servers = []
-    for n in (1, 2):
-        port = free_port()
-        argv = [script, "--port", str(port), "--redis-url", redis.url]
-        servers.append(Server(f"sio{n}", argv, dict(os.environ), tmp / f"sio{n}.log", port))
+    servers = socketio_nodes(redis.url, tmp)
     try:
-        for server in servers:
-            server.start()
-        await asyncio.gather(*(s.wait_ready("/socket.io/?EIO=4&transport=polling") for s in servers))
+        await start_socketio_nodes(servers)
         sockets = baseline_setup(_layout_args(args), [s.port for s in servers if s.port])
         return await measure(Variant("socketio", "baseline"), args, sockets, servers)
     finally:

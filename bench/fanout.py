@@ -45,7 +45,7 @@ import httpx
 
 from bench._fanout_clients import ConnectReport, LoadReport, LocalWorker, Plan, ProcWorker, SocketSpec
 from bench._fanout_clients import raise_nofile_limit as raise_nofile
-from bench._fanout_servers import ROOT, Sampler, Server, run_loop
+from bench._fanout_servers import ROOT, Sampler, Server, run_loop, socketio_nodes, start_socketio_nodes
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, start_postgres, start_redis
 
 PASSWORD = "bench-password-1"
@@ -201,16 +201,9 @@ async def run_parley(
 
 
 async def run_baseline(args: argparse.Namespace, redis: EmbeddedRedis, tmp: Path) -> Outcome:
-    script = str(ROOT / "bench" / "peers" / "socketio_server.py")
-    servers = []
-    for n in (1, 2):
-        port = free_port()
-        argv = [script, "--port", str(port), "--redis-url", redis.url]
-        servers.append(Server(f"sio{n}", argv, dict(os.environ), tmp / f"sio{n}.log", port))
+    servers = socketio_nodes(redis.url, tmp)
     try:
-        for server in servers:
-            server.start()
-        await asyncio.gather(*(s.wait_ready("/socket.io/?EIO=4&transport=polling") for s in servers))
+        await start_socketio_nodes(servers)
         sampler = Sampler({"nodes": [s.popen.pid for s in servers if s.popen], "redis": [redis.process.pid]})
         kind = "socketio" if args.sio_client == "socketio" else "baseline"
         sockets = baseline_setup(args, [s.port for s in servers if s.port])
