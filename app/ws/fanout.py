@@ -42,12 +42,12 @@ _signal_decoder = msgspec.json.Decoder(Signal)
 
 
 async def publish_signal(redis: Redis, signal: Signal) -> None:
-    await redis.xadd(keys.SIGNALS_STREAM, {"s": msgspec.json.encode(signal)}, maxlen=SIGNALS_MAXLEN, approximate=True)
+    await publish_signals(redis, [signal])
 
 
 async def publish_signals(redis: Redis, signals: list[Signal]) -> None:
-    """Many signals in one round trip (a pipeline, not a transaction): the presence announcer's batch.
-    Each is its own entry, so receiving nodes read them exactly as ``publish_signal``'s."""
+    """Signals in one round trip (a pipeline, not a transaction): a typing notice, or the presence
+    announcer's batch. Each is its own entry of the signals stream."""
     if not signals:
         return
     pipe = redis.pipeline(transaction=False)
@@ -58,8 +58,8 @@ async def publish_signals(redis: Redis, signals: list[Signal]) -> None:
 
 class EventFanout:
     """Reads ``parley:events:{shard}`` through group ``node:{node_id}`` (the shared ``StreamConsumer``
-        loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
-        so no backlog to serve. Reads are NOACK: routing to local sockets cannot fail, and whatever a node
+    loop) and hands events to the hub. A new group starts at the stream's end: a new node has no sockets,
+    so no backlog to serve. Reads are NOACK: routing to local sockets cannot fail, and whatever a node
     had read when it died concerned sockets that died with it (their clients catch up by seq)."""
 
     def __init__(self, redis: Redis, hub: Hub, *, node_id: str, shard_count: int) -> None:

@@ -95,6 +95,7 @@ class GroupCommit:
             if not batch:
                 return  # every waiting post's conversation is in flight
             self._waiting = left
+            BATCH_SIZE.observe(len(batch))
             conversations = {p.cmd.conversation_id for p in batch}
             self._busy |= conversations
             task = asyncio.create_task(self._commit(batch))
@@ -107,7 +108,6 @@ class GroupCommit:
         self._start_batches()
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        BATCH_SIZE.observe(len(batch))
         uow = self._new_uow()
         try:
             outcomes = await handlers.post_messages([p.cmd for p in batch], uow, uow.clock)
