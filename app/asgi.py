@@ -24,6 +24,7 @@ from app.deps import SERVICES
 from app.errors import handle_exception, quiet_client_faults
 from app.openapi import assets_router, complete_document, openapi_config, repair_options_handlers
 from app.webapp import Bundle, WebAppController
+from app.ws import direct_send
 from app.ws.gateway import gateway
 from app.ws.node import Node
 from infrastructure.bootstrap import Services, bootstrap
@@ -96,4 +97,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     repair_options_handlers(app)
-    return install_access_log(app)
+    # The access log wraps everything the app does; outside it, the server's own send is kept for the
+    # sockets' data frames (app/ws/direct_send.py).
+    return direct_send.install(install_access_log(app))

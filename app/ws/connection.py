@@ -2,8 +2,10 @@
 
 The writer is the only task that sends on the socket, so frames leave in the order they were
 queued. It exists only while there is something to send: ``offer`` starts it, and it ends once the
-queue is empty, so an idle socket holds no writer task and no waiting future (at 10,000 idle sockets
-per node that is most of them; see "WebSocket connections" in docs/operations.md).
+queue has stayed empty for ``linger.LINGER_SECONDS``, so a busy socket keeps one writer and an idle
+socket holds no writer task and no waiting future (at 10,000 idle sockets per node that is most of
+them; see "WebSocket connections" in docs/operations.md). Frames go out through the server's own
+``send`` (``app/ws/direct_send.py``), not through the app's send wrappers.
 
 For every joined conversation it keeps ``cursor``, the last seq this client has been sent; a message
 at or below the cursor is a duplicate and is dropped, one above ``cursor + 1`` reveals a
@@ -34,6 +36,8 @@ from uuid import UUID
 from litestar import WebSocket
 
 from app.ws import frames, metrics
+from app.ws.direct_send import SendText
+from app.ws.linger import LINGER_SECONDS, Linger
 from app.ws.replies import FetchReply, ReplyCursors, ReplyLive, ReplyResume
 from domain.values import Message
 from infrastructure.auth.jwt_codec import AccessClaims
@@ -94,10 +98,6 @@ def _size(item: Item) -> int:
     return len(item.frame) if isinstance(item, Live) else 0
 
 
-class _TooSlow(Exception):
-    pass
-
-
 class Connection:
     def __init__(
         self,
@@ -108,9 +108,13 @@ class Connection:
         *,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         write_timeout: float = WRITE_TIMEOUT,
+        send_text: SendText | None = None,
+        linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.socket = socket
+        #: Sends one text frame (``direct_send.sender``); by default through the socket's own wrappers.
+        self._send_text = send_text or self._send_wrapped
         #: The access token this socket lives on; ``refresh`` replaces it, its expiry ends the socket.
         self.session = session
         self.user_id = session.user_id
@@ -123,8 +127,13 @@ class Connection:
         self._max_queued_bytes = max_queued_bytes
         self._write_timeout = write_timeout
         self._closing = False
-        #: The writer task while there is something to send, else None.
+        #: The writer task while there is something to send (or was, within the linger), else None.
         self._writer: asyncio.Task[None] | None = None
+        self._linger = Linger(linger_seconds)
+        #: Loop time the write in progress began (None between writes), and the deadline's watchdog.
+        self._send_started: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._stalled = False
         #: Set once the writer has closed the socket or given up on it (created on first ``finished()``).
         self._finished: asyncio.Future[None] | None = None
         self._ended = False
@@ -143,9 +152,9 @@ class Connection:
         return self._finished
 
     @property
-    def writing(self) -> bool:
-        """A writer task exists (something was queued and is being sent)."""
-        return self._writer is not None
+    def writer(self) -> asyncio.Task[None] | None:
+        """The writer task, while something is being sent or was within the linger."""
+        return self._writer
 
     @property
     def ended(self) -> bool:
@@ -157,6 +166,9 @@ class Connection:
         self._closing = self._ended = True
         self._queue.clear()
         writer, self._writer = self._writer, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if writer is not None:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,7 +187,9 @@ class Connection:
         self._wake()
 
     def _wake(self) -> None:
-        if self._writer is None and not self._ended:
+        if self._writer is not None:
+            self._linger.poke()
+        elif not self._ended:
             self._writer = asyncio.get_running_loop().create_task(self._write_queued())
 
     def _cut_off(self) -> None:
@@ -204,28 +218,25 @@ class Connection:
         return self.session.expires_at.timestamp() <= (time.time() if now is None else now)
 
     async def _write_queued(self) -> None:
-        """Send what is queued, then end (the next ``offer`` starts a new writer); after a Close item
-        or a send failure the socket is over (``finished``). Never raises."""
+        """Send what is queued, then end once nothing more came within the linger (the next ``offer``
+        starts a new writer); after a Close item or a send failure the socket is over (``finished``).
+        Never raises."""
         try:
-            while self._queue:
-                item = self._queue.popleft()
-                self._queued_bytes = max(0, self._queued_bytes - _size(item))
-                if isinstance(item, Close):
-                    await self._close(item)
-                    self._end()
-                    return
-                if isinstance(item, str):
-                    await self._send(item)
-                elif isinstance(item, Live):
-                    await self._deliver(item)
-                elif isinstance(item, ReplyLive | ReplyResume):
-                    await self.replies.handle(item, self._send)
-                else:
-                    await self._catch_up(item.conversation_id, upto=None)
-            self._writer = None  # nothing left: an idle socket keeps no writer
+            while True:
+                await self._write_all()
+                if self._ended:
+                    return  # closed (a Close item)
+                await self._linger.wait()
+                if not self._queue:
+                    break
+            self._writer = None  # nothing more came: an idle socket keeps no writer
         except asyncio.CancelledError:
-            raise
-        except _TooSlow:
+            if not self._stalled:
+                raise
+            # Our own watchdog's cancel (a write past its deadline), not the node's: carry on to close.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
             self._cut_off()  # unless a close was decided already (its Close item is then the one queued)
             head = self._queue.popleft() if self._queue else None
             await self._close(head if isinstance(head, Close) else Close(CLOSE_TOO_SLOW, "too slow"))
@@ -234,8 +245,28 @@ class Connection:
             log.debug("writer for socket %s stopped: %s", self.id, exc)
             self._end()
 
+    async def _write_all(self) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            self._queued_bytes = max(0, self._queued_bytes - _size(item))
+            if isinstance(item, Close):
+                await self._close(item)
+                self._end()
+                return
+            if isinstance(item, str):
+                await self._send(item)
+            elif isinstance(item, Live):
+                await self._deliver(item)
+            elif isinstance(item, ReplyLive | ReplyResume):
+                await self.replies.handle(item, self._send)
+            else:
+                await self._catch_up(item.conversation_id, upto=None)
+
     def _end(self) -> None:
         self._ended, self._writer = True, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._queue.clear()
         if self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
@@ -273,11 +304,31 @@ class Connection:
                 return
 
     async def _send(self, data: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._send_started = started = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(started + self._write_timeout, self._check_write)
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps every frame in a task of its own.
-            async with asyncio.timeout(self._write_timeout):
-                await self.socket.send_data(data, mode="text")
-        except TimeoutError as exc:
-            raise _TooSlow from exc
+            await self._send_text(data)
+        finally:
+            self._send_started = None
         self.sent_frames += 1
         metrics.FRAMES_OUT.inc()
+
+    def _check_write(self) -> None:
+        """The write deadline, as a watchdog rather than a timer per frame (a timer per frame was a few
+        percent of a busy node): armed by the first write after it last fired, it cancels the writer if
+        the write in progress began ``write_timeout`` ago or more, else re-arms for that write's deadline."""
+        self._watchdog = None
+        started = self._send_started
+        if started is None or self._writer is None:
+            return  # no write in progress: the next one arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() - started >= self._write_timeout:
+            self._stalled = True
+            self._writer.cancel()
+        else:
+            self._watchdog = loop.call_at(started + self._write_timeout, self._check_write)
+
+    async def _send_wrapped(self, data: str) -> None:
+        await self.socket.send_data(data, mode="text")

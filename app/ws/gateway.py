@@ -1,6 +1,7 @@
 """``GET /ws``: authenticate first, then one reader task per socket; a handler task while client frames
 wait to be handled and a writer task (``app/ws/connection.py``) while frames wait to be sent, each
-ending when it has nothing left, so an idle socket costs the ASGI task and its reader only.
+ending when it has had nothing to do for a moment (``app/ws/linger.py``), so an idle socket costs the
+ASGI task and its reader only.
 
 Close codes: 4401 authentication failed or the session ended (token expired without a ``refresh``,
 logged out, revoked, account deleted: see ``app/ws/sessions.py``), 4403 Origin not allowed, 1008 too
@@ -28,7 +29,9 @@ from app.deps import bearer_token
 from app.errors import is_unavailable
 from app.ws import frames, metrics
 from app.ws.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CatchUp, Connection
+from app.ws.direct_send import sender
 from app.ws.fanout import Signal, publish_signal
+from app.ws.linger import Linger
 from app.ws.node import Node
 from app.ws.replies import ReplyResume
 from domain import commands, handlers
@@ -99,6 +102,7 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         lambda reply_id: replies.history(services.redis, reply_id),
         max_queued_bytes=limits.ws_max_queued_bytes,
         write_timeout=limits.ws_write_timeout_seconds,
+        send_text=sender(socket),
     )
     try:
         others = await asyncio.wait_for(node.presence.connect(user_id, conn.id), PRESENCE_TIMEOUT)
@@ -134,6 +138,7 @@ class Session:
         #: Client frames read and not yet handled; ``_handler`` runs while there are any.
         self._inbox: deque[str] = deque()
         self._handler: asyncio.Task[None] | None = None
+        self._linger = Linger()
 
     async def run(self, *, came_online: bool) -> None:
         """The socket is accepted and its presence recorded; this owns both until it closes."""
@@ -164,10 +169,14 @@ class Session:
                     self.node.announcer.announce(conn.user_id, "offline")
 
     async def _handle_queued(self) -> None:
-        """Handle the client's frames one at a time, in the order they came; end when none is left
-        (the reader starts a new handler for the next frame)."""
-        while self._inbox:
-            await self.handle(self._inbox.popleft())
+        """Handle the client's frames one at a time, in the order they came; end when none has come
+        within the linger (the reader starts a new handler for the next frame)."""
+        while True:
+            while self._inbox:
+                await self.handle(self._inbox.popleft())
+            await self._linger.wait()
+            if not self._inbox:
+                break
         self._handler = None
 
     async def _read_loop(self) -> None:
@@ -195,6 +204,8 @@ class Session:
             self._inbox.append(data)
             if self._handler is None:
                 self._handler = asyncio.create_task(self._handle_queued())
+            else:
+                self._linger.poke()
 
     def _refuse_frame(self, data: str) -> None:
         """The client has more frames waiting than we accept; this one is answered, not dropped."""

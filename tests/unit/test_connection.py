@@ -126,14 +126,63 @@ async def test_a_write_that_cannot_complete_within_the_deadline_closes_with_1013
     assert socket.closed is not None and socket.closed[0] == 1013
 
 
+class SlowSocket(FakeSocket):
+    """Every send takes ``delay``; from frame ``stuck_at`` on, sends never complete."""
+
+    def __init__(self, delay: float, stuck_at: int | None = None) -> None:
+        super().__init__()
+        self.delay, self.stuck_at = delay, stuck_at
+
+    async def send_data(self, data: str, mode: str = "text") -> None:
+        if self.stuck_at is not None and len(self.sent) + 1 >= self.stuck_at:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        await super().send_data(data, mode)
+
+
+async def test_the_write_deadline_is_per_write_so_a_long_burst_of_quick_writes_is_delivered() -> None:
+    socket = SlowSocket(delay=0.02)
+    conn = Connection(socket, session_of(uuid.uuid4()), None, write_timeout=0.05)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
+    await drain(conn, *(live(seq) for seq in range(1, 11)))  # 0.2 s in all, each write well inside 0.05 s
+    assert seqs(socket) == list(range(1, 11)) and socket.closed == (1000, "done")
+
+
+async def test_a_write_that_stalls_after_others_went_out_closes_with_1013() -> None:
+    socket = SlowSocket(delay=0.001, stuck_at=3)
+    conn = Connection(socket, session_of(uuid.uuid4()), None, write_timeout=0.05)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
+    for seq in range(1, 6):
+        conn.offer(live(seq))
+    await asyncio.wait_for(conn.finished(), 5)
+    assert seqs(socket) == [1, 2] and socket.closed is not None and socket.closed[0] == 1013
+
+
 async def test_an_idle_socket_keeps_no_writer_task() -> None:
-    conn, socket = make(store_upto=3, cursor=0)
+    socket = FakeSocket()
+    conn = Connection(socket, session_of(uuid.uuid4()), None, linger_seconds=0.05)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
     conn.offer(live(1))
-    await asyncio.sleep(0.01)
-    assert seqs(socket) == [1] and not conn.writing and not conn.ended
+    await asyncio.sleep(0.2)  # past the linger
+    assert seqs(socket) == [1] and conn.writer is None and not conn.ended
     conn.offer(live(2))  # a new writer for the next frame
     await drain(conn, live(3))
     assert seqs(socket) == [1, 2, 3] and conn.ended
+
+
+async def test_a_busy_socket_keeps_one_writer_between_frames() -> None:
+    socket = FakeSocket()
+    conn = Connection(socket, session_of(uuid.uuid4()), None, linger_seconds=5)  # type: ignore[arg-type]
+    conn.cursors[CONV] = 0
+    conn.offer(live(1))
+    await asyncio.sleep(0.01)
+    writer = conn.writer
+    assert seqs(socket) == [1] and writer is not None and not writer.done()
+    conn.offer(live(2))  # within the linger: the same writer sends it
+    await asyncio.sleep(0.01)
+    assert seqs(socket) == [1, 2] and conn.writer is writer
+    await drain(conn)
+    assert conn.ended and conn.writer is None and writer.done()
 
 
 def test_a_session_past_its_expiry_is_expired() -> None:
