@@ -8,7 +8,6 @@ not in ``app/``. A handler either commits everything it did or raises and commit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import UUID
 
 import msgspec
 
@@ -16,7 +15,7 @@ from domain import commands
 from domain.errors import DomainError, InvalidInput, NotAParticipant, NotFound, Unauthorized
 from domain.limits import Limits, clean_client_msg_id, clean_text, clean_title
 from domain.model import Conversation
-from domain.ports import Clock, UnitOfWork
+from domain.ports import Clock, SendKey, UnitOfWork
 from domain.values import Message, MessageRole, Participant
 
 
@@ -70,9 +69,6 @@ def prepare_post(cmd: commands.PostMessage, limits: Limits) -> commands.PostMess
 #: What one post in a batch came to: stored (or found stored before), or refused on its own.
 PostOutcome = PostResult | DomainError
 
-#: (conversation, sender, client_msg_id): what makes a send idempotent. A None sender is the assistant.
-_SendKey = tuple[UUID, UUID | None, str]
-
 
 async def post_messages(cmds: Sequence[commands.PostMessage], uow: UnitOfWork, clock: Clock) -> list[PostOutcome]:
     """Group commit: every post in one transaction, each with its own outcome (same order as ``cmds``).
@@ -85,19 +81,15 @@ async def post_messages(cmds: Sequence[commands.PostMessage], uow: UnitOfWork, c
     Returns after the commit: every ``PostResult`` in it is durable.
     """
     async with uow:
-        convs = await uow.conversations.get_many_for_update(sorted({c.conversation_id for c in cmds}))
-        members = [
-            (c.conversation_id, c.sender_id)
-            for c in cmds
-            if c.role is MessageRole.USER and c.sender_id is not None and c.conversation_id in convs
-        ]
-        roles = await uow.participants.roles(members) if members else {}
-        keys: list[_SendKey] = [
-            (c.conversation_id, c.sender_id, c.client_msg_id)
-            for c in cmds
-            if c.client_msg_id is not None and c.conversation_id in convs
-        ]
-        sent: dict[_SendKey, Message] = await uow.messages.by_client_msg_ids(keys) if keys else {}
+        state = await uow.conversations.lock_for_posting(
+            sorted({c.conversation_id for c in cmds}),
+            members=[
+                (c.conversation_id, c.sender_id) for c in cmds if c.role is MessageRole.USER and c.sender_id is not None
+            ],
+            sends=[(c.conversation_id, c.sender_id, c.client_msg_id) for c in cmds if c.client_msg_id is not None],
+        )
+        convs, roles = state.conversations, state.roles
+        sent: dict[SendKey, Message] = dict(state.sent)  # and what this batch stores, as it goes
         now = clock.now()
         outcomes: list[PostOutcome] = []
         posted: list[Message] = []

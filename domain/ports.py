@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -19,6 +20,22 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+#: A send as the store keys it: (conversation, sender, client_msg_id); a None sender is the assistant.
+SendKey = tuple[UUID, UUID | None, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PostingState:
+    """What a post batch decides on, read while it holds its conversations' row locks."""
+
+    #: The conversations that exist, locked (``viewer_role`` unset).
+    conversations: dict[UUID, Conversation]
+    #: The role of each (conversation, user) asked about that is a membership; others are left out.
+    roles: dict[tuple[UUID, UUID], MemberRole]
+    #: The stored messages of the send keys asked about; keys never sent are left out.
+    sent: dict[SendKey, Message]
+
+
 class ConversationRepository(Protocol):
     async def get(self, conversation_id: UUID, *, viewer_id: UUID) -> Conversation | None:
         """Load without locking; ``viewer_role`` is filled from ``viewer_id``'s membership."""
@@ -26,8 +43,14 @@ class ConversationRepository(Protocol):
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         """Load and take the row lock that orders writers of this conversation until commit."""
 
-    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
-        """Load and lock those that exist, in id order (``viewer_role`` unset); absent ids are left out."""
+    async def lock_for_posting(
+        self,
+        conversation_ids: Sequence[UUID],
+        members: Sequence[tuple[UUID, UUID]],
+        sends: Sequence[SendKey],
+    ) -> PostingState:
+        """Lock those that exist, in id order; then, under the locks (so after any racing writer
+        committed), read the roles of ``members`` and the messages stored under ``sends``."""
 
     async def add(self, conversation: Conversation) -> None: ...
 
@@ -41,19 +64,11 @@ class MessageRepository(Protocol):
     async def add_many(self, messages: Sequence[Message]) -> None:
         """Insert (at the latest on commit); the caller has checked their client ids under the row locks."""
 
-    async def by_client_msg_ids(
-        self, keys: Sequence[tuple[UUID, UUID | None, str]]
-    ) -> dict[tuple[UUID, UUID | None, str], Message]:
-        """The stored messages of these (conversation, sender, client_msg_id); a None sender is the assistant."""
-
 
 class ParticipantRepository(Protocol):
     async def get(self, conversation_id: UUID, user_id: UUID) -> Participant | None: ...
 
     async def member_ids(self, conversation_id: UUID) -> list[UUID]: ...
-
-    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
-        """The role of each (conversation, user) pair that is a membership; others are left out."""
 
     async def add(self, participant: Participant) -> bool:
         """Insert; False when the user already is a member."""

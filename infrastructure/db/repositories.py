@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from domain.model import Conversation
+from domain.ports import PostingState, SendKey
 from domain.values import AssistantSettings, MemberRole, Message, MessageRole, Participant, User, UserRole
 from infrastructure.db import outbox
 
@@ -79,31 +80,9 @@ _SELECT_CONVERSATION = """
     LEFT JOIN participants p ON p.conversation_id = c.id AND p.user_id = $2
     WHERE c.id = $1
 """
-_LOCK_CONVERSATIONS = """
-    SELECT c.id, c.title, c.owner_id, c.last_seq, c.assistant_enabled, c.assistant_model,
-           c.assistant_system_prompt, c.assistant_provider, c.assistant_temperature, c.created_at, c.updated_at,
-           clock_timestamp() AS db_now
-    FROM conversations c WHERE c.id = ANY($1::uuid[]) ORDER BY c.id FOR UPDATE
-"""
 _MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at"
-# Users' sends by (conversation, sender, client id) through the unique index; the assistant's (NULL
-# sender) through its partial unique index. Run under the row locks, after any racing writer committed.
-_SENT_BEFORE = f"""
-    SELECT m.{_MESSAGE_COLUMNS.replace(", ", ", m.")}
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(conversation_id, sender_id, client_msg_id)
-    JOIN messages m ON m.conversation_id = k.conversation_id AND m.sender_id = k.sender_id
-                   AND m.client_msg_id = k.client_msg_id
-    UNION ALL
-    SELECT m.{_MESSAGE_COLUMNS.replace(", ", ", m.")}
-    FROM unnest($4::uuid[], $5::text[]) AS k(conversation_id, client_msg_id)
-    JOIN messages m ON m.conversation_id = k.conversation_id AND m.sender_id IS NULL
-                   AND m.client_msg_id = k.client_msg_id
-"""
-_ROLES = """
-    SELECT p.conversation_id, p.user_id, p.role
-    FROM unnest($1::uuid[], $2::uuid[]) AS k(conversation_id, user_id)
-    JOIN participants p ON p.conversation_id = k.conversation_id AND p.user_id = k.user_id
-"""
+# Locks then reads, in one round trip: migrations/versions/*_0010_lock_for_posting.py says why.
+_LOCK_FOR_POSTING = "SELECT * FROM parley_lock_for_posting($1, $2, $3, $4, $5, $6, $7, $8)"
 
 
 class PendingWrites:
@@ -230,16 +209,37 @@ class SqlConversationRepository:
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         return await self._load(_SELECT_CONVERSATION + " FOR UPDATE OF c", conversation_id, viewer_id)
 
-    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
-        # ORDER BY puts the row locks above the sort: taken in id order, as every batch does.
-        rows = await self._conn.fetch(_LOCK_CONVERSATIONS, list(conversation_ids))
+    async def lock_for_posting(
+        self,
+        conversation_ids: Sequence[UUID],
+        members: Sequence[tuple[UUID, UUID]],
+        sends: Sequence[SendKey],
+    ) -> PostingState:
+        users = [k for k in sends if k[1] is not None]
+        assistant = [k for k in sends if k[1] is None]
+        rows = await self._conn.fetch(
+            _LOCK_FOR_POSTING,
+            list(conversation_ids),
+            [m[0] for m in members], [m[1] for m in members],
+            [k[0] for k in users], [k[1] for k in users], [k[2] for k in users],
+            [k[0] for k in assistant], [k[2] for k in assistant],
+        )  # fmt: skip
         convs: dict[UUID, Conversation] = {}
+        roles: dict[tuple[UUID, UUID], MemberRole] = {}
+        sent: dict[SendKey, Message] = {}
         for row in rows:
-            self.db_now = row["db_now"]
-            conv = conversation_from_row(row)
-            self.seen.append(conv)
-            convs[conv.id] = conv
-        return convs
+            kind = row["kind"]
+            if kind == "conversation":
+                self.db_now = row["db_now"]
+                conv = conversation_from_row(row)
+                self.seen.append(conv)
+                convs[conv.id] = conv
+            elif kind == "member":
+                roles[(row["conversation_id"], row["user_id"])] = MemberRole(row["role"])
+            else:
+                message = message_from_row({**row, "sender_id": row["user_id"]})
+                sent[(message.conversation_id, message.sender_id, message.client_msg_id or "")] = message
+        return PostingState(convs, roles, sent)
 
     async def add(self, conv: Conversation) -> None:
         await self._conn.execute(
@@ -266,19 +266,6 @@ class SqlMessageRepository:
 
     async def add_many(self, messages: Sequence[Message]) -> None:
         self._pending.insert_messages(messages)
-
-    async def by_client_msg_ids(
-        self, keys: Sequence[tuple[UUID, UUID | None, str]]
-    ) -> dict[tuple[UUID, UUID | None, str], Message]:
-        users = [k for k in keys if k[1] is not None]
-        assistant = [k for k in keys if k[1] is None]
-        rows = await self._conn.fetch(
-            _SENT_BEFORE,
-            [k[0] for k in users], [k[1] for k in users], [k[2] for k in users],
-            [k[0] for k in assistant], [k[2] for k in assistant],
-        )  # fmt: skip
-        found = (message_from_row(r) for r in rows)
-        return {(m.conversation_id, m.sender_id, m.client_msg_id or ""): m for m in found}
 
 
 class SqlParticipantRepository:
@@ -309,10 +296,6 @@ class SqlParticipantRepository:
             "DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id
         )
         return _inserted(status)
-
-    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
-        rows = await self._conn.fetch(_ROLES, [p[0] for p in pairs], [p[1] for p in pairs])
-        return {(r["conversation_id"], r["user_id"]): MemberRole(r["role"]) for r in rows}
 
     async def move_read_cursor(self, conversation_id: UUID, user_id: UUID, seq: int) -> None:
         self._pending.move_cursor(conversation_id, user_id, seq)

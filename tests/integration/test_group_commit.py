@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
@@ -128,6 +130,57 @@ async def test_the_same_client_msg_id_sent_concurrently_is_stored_once(services:
     results = await asyncio.gather(*(services.posts.post(_send(conv, owner, "same-id")) for _ in range(30)))
 
     assert len({r.message.id for r in results}) == 1 and sum(not r.duplicate for r in results) == 1
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(messages)) == 1
+
+
+async def _post_while_locked(
+    services: Services, cmd: commands.PostMessage, meanwhile: Callable[[asyncpg.Connection], Awaitable[Any]]
+) -> Any:
+    """Hold the conversation's row lock in another transaction, start the post (it waits for the lock),
+    run ``meanwhile`` in that transaction and commit it; the post's outcome (result or DomainError)."""
+    async with services.pg.acquire() as other, other.transaction():
+        await other.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", cmd.conversation_id)
+        post = asyncio.create_task(services.posts.post(cmd))
+        await asyncio.sleep(0.3)  # the post is now waiting for the lock, its statement's snapshot taken
+        assert not post.done()
+        await meanwhile(other)
+    try:
+        return await post
+    except Exception as exc:
+        return exc
+
+
+async def test_a_member_removed_while_a_post_waits_for_the_lock_is_refused(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+
+    async def remove(other: asyncpg.Connection) -> None:
+        await other.execute("DELETE FROM participants WHERE conversation_id = $1 AND user_id = $2", conv, member)
+
+    outcome = await _post_while_locked(services, _send(conv, member), remove)
+
+    assert isinstance(outcome, NotAParticipant)
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(messages)) == 0
+
+
+async def test_a_send_committed_while_its_retry_waits_for_the_lock_is_found_as_the_original(
+    services: Services,
+) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+    original_id = uuid.uuid4()
+
+    async def store_original(other: asyncpg.Connection) -> None:
+        await other.execute(
+            """INSERT INTO messages (id, conversation_id, seq, sender_id, role, text, client_msg_id)
+               VALUES ($1, $2, 1, $3, 'user', 'hi', 'retried')""",
+            original_id, conv, member,
+        )  # fmt: skip
+        await other.execute("UPDATE conversations SET last_seq = 1 WHERE id = $1", conv)
+
+    outcome = await _post_while_locked(services, _send(conv, member, "retried"), store_original)
+
+    assert outcome.duplicate and outcome.message.id == original_id and outcome.message.seq == 1
     assert await _scalar(services, sa.select(sa.func.count()).select_from(messages)) == 1
 
 

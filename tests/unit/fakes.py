@@ -18,7 +18,8 @@ import msgspec
 
 from domain import events
 from domain.model import Conversation
-from domain.values import MemberRole, Message, Participant
+from domain.ports import PostingState, SendKey
+from domain.values import Message, Participant
 
 
 class FakeClock:
@@ -42,9 +43,6 @@ class FakeParticipantRepository:
     async def member_ids(self, conversation_id: UUID) -> list[UUID]:
         return [uid for (cid, uid) in self.rows if cid == conversation_id]
 
-    async def roles(self, pairs: Sequence[tuple[UUID, UUID]]) -> dict[tuple[UUID, UUID], MemberRole]:
-        return {pair: self.rows[pair].role for pair in pairs if pair in self.rows}
-
     async def add(self, participant: Participant) -> bool:
         key = (participant.conversation_id, participant.user_id)
         if key in self.rows:
@@ -64,10 +62,11 @@ class FakeParticipantRepository:
 
 
 class FakeConversationRepository:
-    def __init__(self, participants: FakeParticipantRepository) -> None:
+    def __init__(self, participants: FakeParticipantRepository, messages: FakeMessageRepository) -> None:
         self.rows: dict[UUID, Conversation] = {}
         self.seen: list[Conversation] = []
         self._participants = participants
+        self._messages = messages
 
     def _load(self, conversation_id: UUID, viewer_id: UUID | None) -> Conversation | None:
         stored = self.rows.get(conversation_id)
@@ -84,9 +83,20 @@ class FakeConversationRepository:
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
         return self._load(conversation_id, viewer_id)
 
-    async def get_many_for_update(self, conversation_ids: Sequence[UUID]) -> dict[UUID, Conversation]:
+    async def lock_for_posting(
+        self,
+        conversation_ids: Sequence[UUID],
+        members: Sequence[tuple[UUID, UUID]],
+        sends: Sequence[SendKey],
+    ) -> PostingState:
         loaded = (self._load(cid, None) for cid in sorted(conversation_ids))
-        return {conv.id: conv for conv in loaded if conv is not None}
+        roles = {pair: self._participants.rows[pair].role for pair in members if pair in self._participants.rows}
+        stored = self._messages.keys()
+        return PostingState(
+            conversations={conv.id: conv for conv in loaded if conv is not None},
+            roles=roles,
+            sent={key: stored[key] for key in sends if key in stored},
+        )
 
     async def add(self, conversation: Conversation) -> None:
         self.rows[conversation.id] = dataclasses.replace(conversation, viewer_role=None, events=[])
@@ -110,16 +120,10 @@ class FakeMessageRepository:
         for message in messages:
             key = (message.conversation_id, message.sender_id, message.client_msg_id)
             # The unique index of the SQL repository: a repeated client id is a bug in the handler.
-            assert message.client_msg_id is None or key not in self._keys(), f"duplicate send {key}"
+            assert message.client_msg_id is None or key not in self.keys(), f"duplicate send {key}"
             self.rows.append(message)
 
-    async def by_client_msg_ids(
-        self, keys: Sequence[tuple[UUID, UUID | None, str]]
-    ) -> dict[tuple[UUID, UUID | None, str], Message]:
-        wanted = set(keys)
-        return {k: m for k, m in self._keys().items() if k in wanted}
-
-    def _keys(self) -> dict[tuple[UUID, UUID | None, str], Message]:
+    def keys(self) -> dict[SendKey, Message]:
         return {(m.conversation_id, m.sender_id, m.client_msg_id): m for m in self.rows if m.client_msg_id is not None}
 
 
@@ -136,8 +140,8 @@ class FakeUnitOfWork:
 
     def __init__(self, users: set[UUID] | None = None) -> None:
         self.participants = FakeParticipantRepository()
-        self.conversations = FakeConversationRepository(self.participants)
         self.messages = FakeMessageRepository()
+        self.conversations = FakeConversationRepository(self.participants, self.messages)
         self.users = FakeUserDirectory(set(users or ()))
         self.committed = False
         self.outbox: list[events.Event] = []
