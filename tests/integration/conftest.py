@@ -68,18 +68,37 @@ async def client(settings: Settings, clean_state: None) -> AsyncIterator[AsyncTe
 Project = Callable[[], Awaitable[int]]
 
 
+async def publish_everything(services: Services) -> None:
+    """Publish every committed outbox row to the streams. Waits for publishers in flight: the app's node
+    publisher may hold shards whose rows it has claimed but not yet XADDed, which a relay's try-locks
+    would skip (and a read of the streams right after would miss)."""
+    from infrastructure.outbox_publisher import BATCH_SIZE, publish_once
+
+    settings = services.settings
+    while True:
+        step = await publish_once(
+            services.pg,
+            services.redis,
+            shards=range(settings.redis.shard_count),
+            maxlen=settings.redis.stream_maxlen,
+            publisher="relay",
+            wait=True,
+        )
+        if step.count < BATCH_SIZE:
+            return
+
+
 @pytest.fixture
 async def project(services: Services) -> Project:
     """Run flows 2 and 4 once, in-process: relay every outbox row, then project every stream entry.
     Returns the number of entries projected. Read-model reads (list, unread) need it after writes."""
-    from workers.outbox_relay import OutboxRelay
     from workers.projector import Projector
 
     projector = Projector(services, consumer_name="test-projector")
     await projector.consumer.setup()
 
     async def run() -> int:
-        await OutboxRelay(services).drain()
+        await publish_everything(services)
         total = 0
         while read := await projector.consumer.read_once(block=None):
             total += read
