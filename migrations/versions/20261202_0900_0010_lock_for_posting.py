@@ -14,6 +14,12 @@ statements did, in one round trip. The rows come back in one shape, told apart b
 the member or the sender); columns that do not apply to a kind are NULL. The column
 types are the tables' own: a migration that changes one of those columns replaces this function too.
 
+``plan_cache_mode = force_custom_plan``: PL/pgSQL caches each statement's plan, and after five calls
+settles on a generic plan, which cannot see that the arrays hold one or a few keys; on small or young
+tables those generic plans were sequential scans of ``participants`` and ``conversations`` on every
+post (measured in ``pg_stat_user_tables`` under ``bench/fanout.py``). Planned per call, as the separate
+statements were, every lookup goes through its index.
+
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-02 09:00:00+00:00
@@ -54,7 +60,7 @@ CREATE FUNCTION parley_lock_for_posting(
     seq bigint,
     text text,
     client_msg_id text
-) LANGUAGE plpgsql VOLATILE AS $$
+) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 BEGIN
     -- In id order, as every batch takes them: batches on other connections never deadlock.
