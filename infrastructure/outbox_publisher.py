@@ -109,16 +109,19 @@ class OutboxPublisher:
             await self._wake.wait()
             self._wake.clear()
             shards, self._pending = self._pending, set()
-            await self._publish(shards)
+            await self.publish(shards)
 
-    async def _publish(self, shards: set[int]) -> None:
+    async def publish(self, shards: Iterable[int]) -> None:
+        """Publish every row of ``shards`` committed before this call, waiting for other publishers
+        that hold them; on failure or after ``WAIT_SECONDS`` the rows are left to the relay."""
+        ordered = sorted(shards)
         try:
             async with asyncio.timeout(WAIT_SECONDS):
                 while True:
                     step = await publish_once(
                         self._pool,
                         self._redis,
-                        shards=sorted(shards),
+                        shards=ordered,
                         maxlen=self._maxlen,
                         limit=self._batch_size,
                         publisher="node",

@@ -113,7 +113,7 @@ class Connection:
     ) -> None:
         self.id = uuid.uuid4().hex
         self.socket = socket
-        #: Sends one text frame (``direct_send.sender``); by default through the socket's own wrappers.
+        #: Sends one text frame (``direct_send.sender``); without one, through the socket's wrappers.
         self._send_text = send_text or self._send_wrapped
         #: The access token this socket lives on; ``refresh`` replaces it, its expiry ends the socket.
         self.session = session

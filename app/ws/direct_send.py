@@ -10,8 +10,8 @@ None of them does anything for a data frame: the disconnect check is the server'
 raises ``ClientDisconnected``, an ``OSError``, on a closed socket), nothing is "started" by it, and
 the access log only looks at accept and close. So ``install`` keeps the server's own ``send`` in the
 scope, outside every wrapper, and ``sender`` gives a socket's writer a function that sends a text
-frame through it. Accept and close still go through ``WebSocket`` (and so through the access log,
-which counts close codes).
+frame through it (``Connection`` sends through the socket when there is none). Accept and close
+still go through ``WebSocket`` (and so through the access log, which counts close codes).
 """
 
 from __future__ import annotations
@@ -48,16 +48,12 @@ def install(app: Litestar) -> Litestar:
     return app
 
 
-def sender(socket: WebSocket[Any, Any, Any]) -> SendText:
-    """Send a text frame on ``socket`` through the server's own ``send`` (the socket must be accepted).
-    Without ``install`` (an app built otherwise, a test client), through the socket's wrappers."""
+def sender(socket: WebSocket[Any, Any, Any]) -> SendText | None:
+    """Send a text frame on ``socket`` through the server's own ``send`` (the socket must be accepted);
+    None without ``install`` (an app built otherwise, a test client): send through the socket then."""
     kept = (socket.scope.get("extensions") or {}).get(EXTENSION)
     if kept is None:
-
-        async def send_wrapped(text: str) -> None:
-            await socket.send_data(text, mode="text")
-
-        return send_wrapped
+        return None
     server_send: Send = kept["send"]  # type: ignore[assignment]
 
     async def send_direct(text: str) -> None:

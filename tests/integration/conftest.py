@@ -69,23 +69,14 @@ Project = Callable[[], Awaitable[int]]
 
 
 async def publish_everything(services: Services) -> None:
-    """Publish every committed outbox row to the streams. Waits for publishers in flight: the app's node
-    publisher may hold shards whose rows it has claimed but not yet XADDed, which a relay's try-locks
-    would skip (and a read of the streams right after would miss)."""
-    from infrastructure.outbox_publisher import BATCH_SIZE, publish_once
+    """Publish every committed outbox row to the streams the way an API node does: waiting for
+    publishers in flight. The app's node publisher may hold shards whose rows it has claimed but not
+    yet XADDed, which a relay's try-locks would skip (and a read of the streams right after would miss)."""
+    from infrastructure.outbox_publisher import OutboxPublisher
 
     settings = services.settings
-    while True:
-        step = await publish_once(
-            services.pg,
-            services.redis,
-            shards=range(settings.redis.shard_count),
-            maxlen=settings.redis.stream_maxlen,
-            publisher="relay",
-            wait=True,
-        )
-        if step.count < BATCH_SIZE:
-            return
+    publisher = OutboxPublisher(services.pg, services.redis, maxlen=settings.redis.stream_maxlen)
+    await publisher.publish(range(settings.redis.shard_count))
 
 
 @pytest.fixture
