@@ -37,6 +37,11 @@ class DatabaseSettings:
         "connections per pool; a process has two (write path on asyncpg, reads and auth on SQLAlchemy).",
     )
     max_overflow: int = setting("DATABASE_MAX_OVERFLOW", 5, "extra read-pool connections allowed under bursts.")
+    post_transactions: int = setting(
+        "PARLEY_POST_TRANSACTIONS",
+        1,
+        "group-commit transactions in flight at once per API node (posts arriving meanwhile share the next).",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,6 +243,8 @@ class Settings:
             self._validate_auth()
         if self.redis.shard_count < 1:
             raise SettingsError("PARLEY_SHARDS must be at least 1")
+        if not 1 <= self.database.post_transactions <= self.database.pool_size:
+            raise SettingsError("PARLEY_POST_TRANSACTIONS must be between 1 and DATABASE_POOL_SIZE")
         if self.llm.provider not in {"anthropic", "openai", "offline"}:
             raise SettingsError("LLM_PROVIDER must be anthropic, openai or offline")
         try:

@@ -18,6 +18,7 @@ from domain import commands, events, handlers
 from domain.errors import InvalidInput, NotAParticipant
 from domain.limits import Limits
 from infrastructure.bootstrap import Services
+from infrastructure.db.group_commit import GroupCommit
 from infrastructure.db.tables import messages, outbox, participants, users
 from infrastructure.outbox_publisher import OutboxPublisher
 from infrastructure.redis import streams
@@ -66,22 +67,24 @@ async def _stream_seqs(services: Services) -> dict[uuid.UUID, list[int]]:
     return dict(seqs)
 
 
-async def test_concurrent_posts_share_transactions_and_each_conversation_gets_gapless_seqs(services: Services) -> None:
+@pytest.mark.parametrize("in_flight", [1, 4], ids=["one transaction at a time", "four in flight"])
+async def test_concurrent_posts_share_transactions_and_each_conversation_gets_gapless_seqs_in_arrival_order(
+    services: Services, in_flight: int
+) -> None:
     owner, *members = await _users(services, 4)
     convs = [await _conversation(services, owner, *members) for _ in range(3)]
     batches_before, posts_before = _batches()
+    group = GroupCommit(services.uow, Limits(), max_in_flight=in_flight)
 
-    results = await asyncio.gather(
-        *(services.posts.post(_send(convs[i % 3], [owner, *members][i % 4])) for i in range(300))
-    )
+    results = await asyncio.gather(*(group.post(_send(convs[i % 3], [owner, *members][i % 4])) for i in range(300)))
 
     batches, posts = _batches()
     assert posts - posts_before == 300
     assert batches - batches_before < 300, "no two posts shared a transaction"
     by_conversation: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
-    for r in results:
+    for r in results:  # in the order the posts arrived
         by_conversation[r.message.conversation_id].append(r.message.seq)
-    assert {c: sorted(s) for c, s in by_conversation.items()} == {c: list(range(1, 101)) for c in convs}
+    assert by_conversation == {c: list(range(1, 101)) for c in convs}
     stored = await _scalar(services, sa.select(sa.func.count()).select_from(messages))
     rows = await _scalar(
         services, sa.select(sa.func.count()).select_from(outbox).where(outbox.c.event_type == "message_posted")
