@@ -44,9 +44,7 @@ class Services:
     posts: GroupCommit = field(init=False)
 
     def __post_init__(self) -> None:
-        self.posts = GroupCommit(
-            self.uow, self.settings.limits, max_in_flight=self.settings.database.post_transactions
-        )
+        self.posts = GroupCommit(self.uow, self.settings.limits, max_in_flight=self.settings.database.post_transactions)
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(
