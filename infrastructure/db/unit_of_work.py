@@ -10,6 +10,7 @@ after the commit, and the relay publishes whatever a crashed process committed b
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -31,6 +32,9 @@ from infrastructure.db.repositories import (
 
 #: Kept for callers that LISTEN; the outbox's pieces live in ``infrastructure.db.outbox``.
 OUTBOX_CHANNEL = outbox.CHANNEL
+
+#: Connections being handed back to their pool after a commit (``SqlUnitOfWork._release_soon``).
+_releasing: set[asyncio.Future[None]] = set()
 
 
 class DatabaseClock:
@@ -89,6 +93,11 @@ class SqlUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._conn is not None
+        if self._tx is None and exc is None:
+            # Committed: the connection goes back to the pool in the background. asyncpg's release is
+            # two turns of the event loop (a shielded task), which every acked post waited for.
+            self._release_soon()
+            return
         try:
             await self.rollback()
         except BaseException:
@@ -100,6 +109,13 @@ class SqlUnitOfWork:
             return
         await self._pool.release(self._conn)
         self._conn = self._tx = None
+
+    def _release_soon(self) -> None:
+        assert self._conn is not None
+        conn, self._conn = self._conn, None
+        task = asyncio.ensure_future(self._pool.release(conn))
+        _releasing.add(task)  # held until done (the loop keeps only a weak reference to a task)
+        task.add_done_callback(_releasing.discard)
 
     async def _discard_connection(self) -> None:
         assert self._conn is not None
