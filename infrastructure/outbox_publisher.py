@@ -80,8 +80,11 @@ async def publish_once(
     async with pool.acquire() as conn, conn.transaction():
         claim = await outbox.claim(conn, shards=shards, limit=limit, wait=wait)
         if claim.rows:
-            # Bounded: a paused Redis must not keep the shards until the lease runs out.
-            await asyncio.wait_for(streams.publish(redis, claim.rows, maxlen=maxlen), REDIS_PUBLISH_TIMEOUT)
+            # Bounded: a paused Redis must not keep the shards until the lease runs out. asyncio.timeout,
+            # not wait_for, which on Python 3.11 runs the call in a task of its own (a turn of the loop
+            # on every publish, on the way to delivery).
+            async with asyncio.timeout(REDIS_PUBLISH_TIMEOUT):
+                await streams.publish(redis, claim.rows, maxlen=maxlen)
     if claim.rows:
         PUBLISHED.labels(publisher).inc(len(claim.rows))
         STEP_SECONDS.labels(publisher).observe(time.perf_counter() - started)

@@ -105,7 +105,8 @@ async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
         send_text=sender(socket),
     )
     try:
-        others = await asyncio.wait_for(node.presence.connect(user_id, conn.id), PRESENCE_TIMEOUT)
+        async with asyncio.timeout(PRESENCE_TIMEOUT):  # not wait_for: no task of its own per connect (3.11)
+            others = await node.presence.connect(user_id, conn.id)
     except Exception as exc:
         if not is_unavailable(exc):
             raise
