@@ -11,6 +11,7 @@ after the commit, and the relay publishes whatever a crashed process committed b
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -33,8 +34,16 @@ from infrastructure.db.repositories import (
 #: Kept for callers that LISTEN; the outbox's pieces live in ``infrastructure.db.outbox``.
 OUTBOX_CHANNEL = outbox.CHANNEL
 
+log = logging.getLogger("parley.db")
+
 #: Connections being handed back to their pool after a commit (``SqlUnitOfWork._release_soon``).
 _releasing: set[asyncio.Future[None]] = set()
+
+
+def _released(task: asyncio.Future[None]) -> None:
+    _releasing.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("returning a connection to the pool failed (%s: %s)", type(exc).__name__, exc)
 
 
 class DatabaseClock:
@@ -115,7 +124,7 @@ class SqlUnitOfWork:
         conn, self._conn = self._conn, None
         task = asyncio.ensure_future(self._pool.release(conn))
         _releasing.add(task)  # held until done (the loop keeps only a weak reference to a task)
-        task.add_done_callback(_releasing.discard)
+        task.add_done_callback(_released)
 
     async def _discard_connection(self) -> None:
         assert self._conn is not None
