@@ -1,7 +1,7 @@
 """Assistant replies: ``POST /api/conversations/{id}/replies/{reply_id}/cancel`` (any member, any node).
 
-The WS ``cancel`` and ``resume`` frames use the same check (``reply_of``): the reply's conversation,
-recorded when the reply was queued, must be one the caller belongs to.
+The WS ``cancel`` and ``resume`` frames use the same check (``app/reply_access.py``): the reply's
+conversation, recorded when the reply was queued, must be one the caller belongs to.
 """
 
 from __future__ import annotations
@@ -13,23 +13,10 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
 from app.deps import AUTHENTICATED, ServicesDep, UserDep
+from app.reply_access import reply_of
 from app.schemas import ReplyCancelRead
-from domain.errors import NotAParticipant, NotFound
-from infrastructure.bootstrap import Services
-from infrastructure.db import views
+from domain.errors import NotFound
 from infrastructure.redis import replies
-from infrastructure.redis.replies import ReplyMeta
-
-
-async def reply_of(services: Services, reply_id: UUID, user_id: UUID) -> ReplyMeta:
-    """The reply, if it exists (still in Redis) and the caller is a member of its conversation."""
-    found = await replies.meta(services.redis, reply_id)
-    if found is None:
-        raise NotFound("no such reply (or it ended too long ago)")
-    membership = await views.membership(services.pg, found.conversation_id, user_id)
-    if membership.role is None:
-        raise NotAParticipant()
-    return found
 
 
 class ReplyController(Controller):

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from app.controllers.replies import reply_of
 from app.deps import bearer_token
 from app.errors import is_unavailable
+from app.reply_access import reply_of
 from app.ws import frames, metrics
 from app.ws.connection import CLOSE_SESSION_ENDED, CLOSE_TOO_SLOW, CatchUp, Connection
 from app.ws.direct_send import sender
