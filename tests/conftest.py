@@ -65,6 +65,18 @@ def database_url(postgres: EmbeddedPostgres | None) -> Iterator[str]:
         asyncio.run(_admin_sql(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def migrated_database(postgres: EmbeddedPostgres | None, shared_url: str, name: str) -> str:
+    """A database of its own on the suite's embedded server, migrated to head, for tests whose data
+    must stay out of other tests' checks; on the server of $DATABASE_URL (no embedded server) they
+    share the suite's database (``shared_url``) instead."""
+    if postgres is None:
+        return shared_url
+    postgres.create_database(name)
+    url = postgres.url(name)
+    upgrade_head(url)
+    return url
+
+
 async def _admin_sql(url: URL, statement: str) -> None:
     engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
     async with engine.connect() as conn:

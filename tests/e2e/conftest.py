@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, start_redis
-from infrastructure.migrate import upgrade_head
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, migrated_database
 from tests.e2e.checker import History
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster
@@ -20,12 +19,7 @@ from tests.e2e.cluster import Cluster
 @pytest.fixture(scope="session")
 def e2e_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
     """A database for the cluster alone (integration tests truncate theirs after every test)."""
-    if postgres is None:
-        return database_url
-    postgres.create_database("parley_e2e")
-    url = postgres.url("parley_e2e")
-    upgrade_head(url)
-    return url
+    return migrated_database(postgres, database_url, "parley_e2e")
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,9 @@ from redis.asyncio import Redis
 
 from infrastructure.bootstrap import asyncpg_dsn
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, start_redis
-from infrastructure.migrate import upgrade_head
 from infrastructure.redis import keys, streams
 from infrastructure.settings import DatabaseSettings, Settings
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, migrated_database
 from tests.e2e.checker import History
 from tests.e2e.client import Api, ChatClient
 from tests.e2e.cluster import Cluster
@@ -39,11 +38,7 @@ SHARDS = 4
 def read_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
     if postgres is None:
         pytest.skip("needs the suite's embedded PostgreSQL for a database of its own")
-    name = f"parley_e2e_read_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(name)
-    url = postgres.url(name)
-    upgrade_head(url)
-    return url
+    return migrated_database(postgres, database_url, f"parley_e2e_read_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,8 @@ from domain.limits import Limits
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db.tables import users
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, start_redis
-from infrastructure.migrate import upgrade_head
 from infrastructure.settings import AuthSettings, DatabaseSettings, RedisSettings, Settings
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, migrated_database
 from tests.e2e.cluster import Process
 from tests.embedding_audit import AUDIT, writes_per_message
 from tests.factories import PostMessageFactory, StartConversationFactory
@@ -35,13 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def worker_db(postgres: EmbeddedPostgres | None, database_url: str) -> str:
-    if postgres is None:
-        return database_url
-    name = f"parley_e2e_worker_{uuid.uuid4().hex[:8]}"
-    postgres.create_database(name)
-    url = postgres.url(name)
-    upgrade_head(url)
-    return url
+    return migrated_database(postgres, database_url, f"parley_e2e_worker_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")

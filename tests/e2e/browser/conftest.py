@@ -20,8 +20,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright, expect
 
 from infrastructure.embedded import EmbeddedPostgres, start_redis
-from infrastructure.migrate import upgrade_head
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, migrated_database
 from tests.e2e.cluster import Cluster
 
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
@@ -61,12 +60,7 @@ async def shoot(page: Page, name: str) -> None:
 @pytest.fixture(scope="package")
 def web_database_url(postgres: EmbeddedPostgres | None, database_url: str) -> str:
     """A database of its own: the browser tests' conversations stay out of other tests' checks."""
-    if postgres is None:
-        return database_url
-    postgres.create_database("parley_web")
-    url = postgres.url("parley_web")
-    upgrade_head(url)
-    return url
+    return migrated_database(postgres, database_url, "parley_web")
 
 
 @pytest.fixture(scope="package")
