@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prometheus_client import Histogram
@@ -46,12 +47,24 @@ MAX_BATCH = 256
 BATCH_SIZE = Histogram(
     "parley_post_batch_size", "Posts per group-commit transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+# Where a post's time goes on the node: waiting for a transaction (queueing: more posts than one
+# transaction at a time carries) or in it (PostgreSQL: round trips, lock waits, the commit's flush).
+_STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+QUEUE_SECONDS = Histogram(
+    "parley_post_queue_seconds", "From a post's arrival to the start of its transaction", buckets=_STEP_BUCKETS
+)
+TRANSACTION_SECONDS = Histogram(
+    "parley_post_transaction_seconds",
+    "One group-commit transaction, from taking a connection to the commit",
+    buckets=_STEP_BUCKETS,
+)
 
 
 @dataclass(slots=True)
 class _Pending:
     cmd: commands.PostMessage
     done: asyncio.Future[handlers.PostResult]
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 class GroupCommit:
@@ -100,6 +113,9 @@ class GroupCommit:
                 return  # every waiting post's conversation is in flight
             self._waiting = left
             BATCH_SIZE.observe(len(batch))
+            now = time.perf_counter()
+            for pending in batch:
+                QUEUE_SECONDS.observe(now - pending.arrived)
             conversations = {p.cmd.conversation_id for p in batch}
             self._busy |= conversations
             task = asyncio.create_task(self._commit(batch))
@@ -113,8 +129,10 @@ class GroupCommit:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         uow = self._new_uow()
+        started = time.perf_counter()
         try:
             outcomes = await handlers.post_messages([p.cmd for p in batch], uow, uow.clock)
+            TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             for pending in batch:  # shut down mid-transaction: nobody was acked
                 # (the commit may or may not have happened: a retry with the same client_msg_id is safe)

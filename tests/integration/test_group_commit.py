@@ -57,6 +57,13 @@ def _batches() -> tuple[float, float]:
     return count, posts
 
 
+def _timed() -> tuple[float, float]:
+    """Posts timed waiting for a transaction, transactions timed."""
+    queued = REGISTRY.get_sample_value("parley_post_queue_seconds_count") or 0.0
+    transactions = REGISTRY.get_sample_value("parley_post_transaction_seconds_count") or 0.0
+    return queued, transactions
+
+
 async def _stream_seqs(services: Services) -> dict[uuid.UUID, list[int]]:
     seqs: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
     for stream in streams.all_streams(services.settings.redis.shard_count):
@@ -74,6 +81,7 @@ async def test_concurrent_posts_share_transactions_and_each_conversation_gets_ga
     owner, *members = await _users(services, 4)
     convs = [await _conversation(services, owner, *members) for _ in range(3)]
     batches_before, posts_before = _batches()
+    queued_before, transactions_before = _timed()
     group = GroupCommit(services.uow, Limits(), max_in_flight=in_flight)
 
     results = await asyncio.gather(*(group.post(_send(convs[i % 3], [owner, *members][i % 4])) for i in range(300)))
@@ -81,6 +89,8 @@ async def test_concurrent_posts_share_transactions_and_each_conversation_gets_ga
     batches, posts = _batches()
     assert posts - posts_before == 300
     assert batches - batches_before < 300, "no two posts shared a transaction"
+    queued, transactions = _timed()
+    assert (queued - queued_before, transactions - transactions_before) == (300, batches - batches_before)
     by_conversation: defaultdict[uuid.UUID, list[int]] = defaultdict(list)
     for r in results:  # in the order the posts arrived
         by_conversation[r.message.conversation_id].append(r.message.seq)
