@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from domain import commands, handlers
 from domain.limits import Limits
 from infrastructure.bootstrap import SystemClock, create_pg_pool
-from infrastructure.db.group_commit import MAX_IN_FLIGHT, GroupCommit
+from infrastructure.db.group_commit import GroupCommit
 from infrastructure.db.tables import conversations, messages, outbox, users
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embedded import start_postgres
@@ -53,6 +53,8 @@ from infrastructure.migrate import upgrade_head
 from infrastructure.settings import DatabaseSettings, Settings, async_database_url
 
 SHARDS = 8
+#: What the API nodes run with unless configured (``PARLEY_POST_TRANSACTIONS``).
+DEFAULT_IN_FLIGHT = DatabaseSettings().post_transactions
 TEXT = "the quick brown fox jumps over the lazy dog"
 CLOCK = SystemClock()
 LIMITS = Limits()
@@ -190,7 +192,7 @@ async def warm_up(pool: asyncpg.Pool, writers: int, user_ids: list[UUID]) -> Non
     await drive(writers, writers * 4, parley_convs, user_ids, group_post(group_commit(pool), "warm-g"))
 
 
-def group_commit(pool: asyncpg.Pool, in_flight: int = MAX_IN_FLIGHT) -> GroupCommit:
+def group_commit(pool: asyncpg.Pool, in_flight: int = DEFAULT_IN_FLIGHT) -> GroupCommit:
     return GroupCommit(lambda: SqlUnitOfWork(pool, shard_count=SHARDS), LIMITS, max_in_flight=in_flight)
 
 
@@ -269,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=5000, help="messages per scenario")
     parser.add_argument("--conversations", type=int, default=32, help="conversations of the spread variant")
     parser.add_argument(
-        "--in-flight", type=int, default=MAX_IN_FLIGHT, help="group commit: transactions in flight at once"
+        "--in-flight",
+        type=int,
+        default=DEFAULT_IN_FLIGHT,
+        help="group commit: transactions in flight at once (default: PARLEY_POST_TRANSACTIONS' default)",
     )
     parser.add_argument("--database-url", help="a disposable database (migrated first); default: embedded")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")

@@ -37,6 +37,9 @@ class DatabaseSettings:
         "connections per pool; a process has two (write path on asyncpg, reads and auth on SQLAlchemy).",
     )
     max_overflow: int = setting("DATABASE_MAX_OVERFLOW", 5, "extra read-pool connections allowed under bursts.")
+    #: One measured best on two cores (docs/perf/README.md, "Transactions in flight"): concurrent
+    #: transactions of one node compete for the cores PostgreSQL's backends use, and each pays its own
+    #: round trips and commit, where one transaction at a time carries every post that arrived meanwhile.
     post_transactions: int = setting(
         "PARLEY_POST_TRANSACTIONS",
         1,

@@ -36,11 +36,6 @@ from domain import commands, handlers
 from domain.limits import Limits
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 
-#: Transactions in flight at once per process (``PARLEY_POST_TRANSACTIONS``); each holds a pooled
-#: connection while it runs. One measured best on two cores (docs/perf/README.md, "Transactions in
-#: flight"): concurrent transactions of one node compete for the same cores as PostgreSQL's backends,
-#: and each pays its own round trips and commit, where one transaction at a time carries them all.
-MAX_IN_FLIGHT = 1
 #: Posts per transaction at most (a bigger backlog is split over the next free slots).
 MAX_BATCH = 256
 
@@ -73,7 +68,7 @@ class GroupCommit:
         new_uow: Callable[[], SqlUnitOfWork],
         limits: Limits,
         *,
-        max_in_flight: int = MAX_IN_FLIGHT,
+        max_in_flight: int,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self._new_uow = new_uow

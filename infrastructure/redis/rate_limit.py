@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 from uuid import UUID
 
 from prometheus_client import Counter
@@ -47,6 +48,8 @@ REDIS_TIMEOUT = 0.25
 BREAKER_SECONDS = 2.0
 #: Local buckets and leases kept at most (oldest dropped): bounds memory during a long outage.
 MAX_LOCAL_BUCKETS = 100_000
+_V = TypeVar("_V")
+
 #: How long a node may decide a user's sends from tokens it took for them.
 LEASE_SECONDS = 0.5
 
@@ -113,6 +116,7 @@ class SendRateLimiter:
         self._from_lease = DECISIONS.labels("lease")
         self._from_redis = DECISIONS.labels("redis")
         self._from_local = DECISIONS.labels("local")
+        self._degraded = DEGRADED.labels("rate_limiter")
 
     async def check(self, user_id: UUID) -> None:
         """Take one token or raise RateLimited with the seconds until one is available."""
@@ -126,7 +130,7 @@ class SendRateLimiter:
         refund, want = (0, 1) if lease is None else self._renew(lease, now)
         answer = await self._ask_redis(user_id, want, refund) if now >= self._skip_redis_until else None
         if answer is None:
-            DEGRADED.labels("rate_limiter").inc()
+            self._degraded.inc()
             self._from_local.inc()
             allowed, retry_ms = self._take_local(user_id)
             if not allowed:
@@ -151,12 +155,10 @@ class SendRateLimiter:
     def _keep_lease(self, user_id: UUID, lease: _Lease) -> None:
         """Replace the user's lease; another send of theirs may have taken one meanwhile, whose unused
         tokens are kept (they were taken from the bucket)."""
-        current = self._leases.pop(user_id, None)
+        current = self._leases.get(user_id)
         if current is not None and time.monotonic() < current.expires:
             lease.tokens += current.tokens
-        self._leases[user_id] = lease  # last: the dict is kept in least-recently-used order
-        if len(self._leases) > MAX_LOCAL_BUCKETS:
-            del self._leases[next(iter(self._leases))]
+        _keep_recent(self._leases, user_id, lease)
 
     async def _ask_redis(self, user_id: UUID, want: int, refund: int) -> tuple[int, int] | None:
         try:
@@ -174,16 +176,23 @@ class SendRateLimiter:
     def _take_local(self, user_id: UUID) -> tuple[bool, int]:
         """The same bucket, kept in this process (monotonic clock): the degraded rule."""
         now = time.monotonic()
-        bucket = self._local.pop(user_id, None) or _Bucket(tokens=float(self._burst), at=now)
-        self._local[user_id] = bucket  # re-inserted last: the dict is kept in least-recently-used order
-        if len(self._local) > MAX_LOCAL_BUCKETS:
-            del self._local[next(iter(self._local))]
+        bucket = self._local.get(user_id) or _Bucket(tokens=float(self._burst), at=now)
+        _keep_recent(self._local, user_id, bucket)
         bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
         bucket.at = now
         if bucket.tokens >= 1:
             bucket.tokens -= 1
             return True, 0
         return False, int((1 - bucket.tokens) / self._rate * 1000) + 1
+
+
+def _keep_recent(kept: dict[UUID, _V], user_id: UUID, value: _V) -> None:
+    """Store ``value`` as the most recently used entry; past ``MAX_LOCAL_BUCKETS`` the least recently
+    used goes (a dict keeps insertion order, so re-inserting moves an entry to the end)."""
+    kept.pop(user_id, None)
+    kept[user_id] = value
+    if len(kept) > MAX_LOCAL_BUCKETS:
+        del kept[next(iter(kept))]
 
 
 def _refused(retry_ms: int) -> RateLimited:
