@@ -50,16 +50,19 @@ class Services:
         return SqlUnitOfWork(
             self.pg,
             shard_count=self.settings.redis.shard_count,
-            on_commit=None if self.publisher is None else self.publisher.wake,
+            # While the node's publisher is failing (Redis down), the relay publishes: see its ``healthy``.
+            publisher=self.publisher if self.publisher is not None and self.publisher.healthy else None,
         )
 
     def start_publisher(self) -> OutboxPublisher:
-        """From now on this process publishes what it commits (the caller runs ``publisher.run``)."""
+        """From now on this process publishes what it commits."""
         self.publisher = OutboxPublisher(self.pg, self.redis, maxlen=self.settings.redis.stream_maxlen)
         return self.publisher
 
     async def close(self) -> None:
         await self.posts.close()
+        if self.publisher is not None:
+            await self.publisher.close()
         await self.embeddings.close()
         await self.redis.aclose()
         await self.pg.close()

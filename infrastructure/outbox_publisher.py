@@ -1,21 +1,23 @@
-"""Flow 2, outbox -> Redis Streams: one publish step, and the API node's own publisher.
+"""Flow 2, outbox -> Redis Streams: the relay's publish step, and the API node's own publisher.
 
-``publish_once`` is the step every publisher takes, in one transaction: lock the shards it can
-(transaction-scoped advisory locks, so at most one process publishes a shard at any moment), take the
-oldest committed rows of those shards out of the outbox, XADD them in one pipeline, commit. Within a
-conversation outbox ids follow commit order (rows are inserted under the conversation's row lock), so
-taking the oldest rows first keeps every conversation's events in order in its stream, whichever
-process publishes them; a crash between XADD and commit publishes the rows again, and consumers
-absorb the duplicates by seq.
+``publish_once`` is the relay's step, in one transaction: lock the shards no other relay holds, take
+the oldest committed rows of those shards whose publish keys it can take (``outbox.CLAIM_SQL``), XADD
+them in one pipeline, commit (which deletes them). A crash between XADD and commit publishes the rows
+again, and consumers absorb the duplicates by seq.
 
-``OutboxPublisher`` runs in each API node (flow 1 -> 2 without a process hop): the unit of work wakes
-it after every commit with the shards it wrote to, and it publishes at once, coalescing whatever
-commits arrive while a publish is in flight. It waits for shards another publisher holds (that one
-may have claimed before our commit was visible, so skipping would strand our rows until the relay's
-next poll), at most ``WAIT_SECONDS``, then leaves the rows to the relay. The relay
-(``workers/outbox_relay.py``) is the safety net: it publishes rows of a node that died between commit
-and publish, and everything written by processes that run no publisher (workers, the CLI); it never
-waits for a shard.
+``OutboxPublisher`` runs in each API node (flow 1 -> 2 without a process hop or a second transaction).
+The unit of work holds the publish keys of the conversations it wrote, past its COMMIT, and hands the
+connection over with the rows to publish: the rows of those keys nobody had published, then its own,
+oldest first, its own straight from memory. The publisher XADDs them, then deletes them and lets the
+keys go in one statement (``outbox.RELEASE_SQL``), and gives the connection back to the pool. Whoever
+writes one of those conversations next waits for its key, so each conversation's events reach its
+stream in commit order, whichever node wrote them (``infrastructure/db/outbox.py``, migration 0011).
+If Redis refuses or does not answer within ``NODE_PUBLISH_TIMEOUT``, the rows stay in the outbox and
+the keys go anyway: the next writer of the conversation or the relay publishes them. A publish in
+flight holds its conversations' keys, which their next posts wait for, so after a failure the node
+stops publishing for ``RELAY_ONLY_SECONDS`` (``healthy`` is False: its units of work take no keys and
+NOTIFY the relay, and posts are acked at the speed of PostgreSQL alone while Redis is down). The relay
+(``workers/outbox_relay.py``) is the safety net.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import asyncpg
 from prometheus_client import Counter, Histogram
@@ -32,22 +33,24 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infrastructure.db import outbox
+from infrastructure.db.outbox import OutboxRow
 from infrastructure.redis import streams
 
 log = logging.getLogger("parley.publisher")
 
-#: Rows per publish step: large enough to amortise the round trips, small enough to keep transactions short.
+#: Rows per relay step: large enough to amortise the round trips, small enough to keep transactions short.
 BATCH_SIZE = 500
-#: Bound on one step's XADD pipeline, well inside the shard lease (``outbox.LEASE_MS``).
+#: Bound on the relay's XADD pipeline, well inside the lease of the locks held meanwhile (``outbox.LEASE_MS``).
 REDIS_PUBLISH_TIMEOUT = 2.0
-#: A node waits this long at most for shards other publishers hold; then its rows are the relay's.
-#: Above the shard lease (``outbox.LEASE_MS``), after which a stuck holder's session is ended.
-WAIT_SECONDS = 5.0
+#: Bound on a node's XADD: the posts to its conversations wait meanwhile. A healthy one takes a millisecond.
+NODE_PUBLISH_TIMEOUT = 0.5
+#: After a failed publish a node leaves publishing to the relay this long, then tries again.
+RELAY_ONLY_SECONDS = 1.0
 
 PUBLISHED = Counter("parley_outbox_published_total", "Outbox events published to Redis Streams", ["publisher"])
 STEP_SECONDS = Histogram(
     "parley_outbox_publish_seconds",
-    "Claim + XADD + commit time of one publish step",
+    "One publish: the relay's claim + XADD + commit; a node's XADD + delete after its commit",
     ["publisher"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
@@ -55,84 +58,86 @@ LEFT_TO_RELAY = Counter(
     "parley_outbox_left_to_relay_total", "Publishes an API node gave up (the relay publishes the rows)"
 )
 
-#: What makes one publish step fail for now (the rows stay in the outbox).
+#: What makes one publish fail for now (the rows stay in the outbox).
 TRANSIENT = (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
 
 
-@dataclass(frozen=True)
-class Published:
-    count: int
-    #: The shards this step held: their rows committed before it started are all published.
-    locked: frozenset[int]
-
-
 async def publish_once(
-    pool: asyncpg.Pool,
-    redis: Redis,
-    *,
-    shards: Sequence[int],
-    maxlen: int,
-    limit: int = BATCH_SIZE,
-    publisher: str,
-    wait: bool = False,
-) -> Published:
+    pool: asyncpg.Pool, redis: Redis, *, shards: Sequence[int], maxlen: int, limit: int = BATCH_SIZE
+) -> int:
+    """The relay's step; returns how many rows it published."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
-        claim = await outbox.claim(conn, shards=shards, limit=limit, wait=wait)
-        if claim.rows:
+        rows = await outbox.claim(conn, shards=shards, limit=limit)
+        if rows:
             # Bounded: a paused Redis must not keep the shards until the lease runs out. asyncio.timeout,
-            # not wait_for, which on Python 3.11 runs the call in a task of its own (a turn of the loop
-            # on every publish, on the way to delivery).
+            # not wait_for, which on Python 3.11 runs the call in a task of its own.
             async with asyncio.timeout(REDIS_PUBLISH_TIMEOUT):
-                await streams.publish(redis, claim.rows, maxlen=maxlen)
-    if claim.rows:
-        PUBLISHED.labels(publisher).inc(len(claim.rows))
-        STEP_SECONDS.labels(publisher).observe(time.perf_counter() - started)
-    return Published(len(claim.rows), claim.locked)
+                await streams.publish(redis, rows, maxlen=maxlen)
+    if rows:
+        PUBLISHED.labels("relay").inc(len(rows))
+        STEP_SECONDS.labels("relay").observe(time.perf_counter() - started)
+    return len(rows)
 
 
 class OutboxPublisher:
-    """The API node's publisher: ``wake(shards)`` after a commit, ``run(stop)`` in the node's lifespan."""
+    """The API node's publisher: ``hand_over`` after a commit, ``close`` when the node stops."""
 
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, maxlen: int, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, maxlen: int) -> None:
         self._pool = pool
         self._redis = redis
         self._maxlen = maxlen
-        self._batch_size = batch_size
-        self._pending: set[int] = set()
-        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._relay_only_until = 0.0
 
-    def wake(self, shards: Iterable[int]) -> None:
-        """Publish these shards' new rows soon (called by the unit of work right after a commit)."""
-        self._pending.update(shards)
-        self._wake.set()
+    @property
+    def healthy(self) -> bool:
+        """False for ``RELAY_ONLY_SECONDS`` after a failed publish: commits should leave publishing to the
+        relay (and take no publish keys) meanwhile."""
+        return time.monotonic() >= self._relay_only_until
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            shards, self._pending = self._pending, set()
-            await self.publish(shards)
+    def hand_over(self, conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
+        """Publish ``rows`` (oldest first) and release the keys ``conn`` holds, then give ``conn`` back to
+        the pool. In a task of its own: the posts of the commit are answered meanwhile."""
+        task = asyncio.create_task(self._publish(conn, rows))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    async def publish(self, shards: Iterable[int]) -> None:
-        """Publish every row of ``shards`` committed before this call, waiting for other publishers
-        that hold them; on failure or after ``WAIT_SECONDS`` the rows are left to the relay."""
-        ordered = sorted(shards)
+    async def close(self) -> None:
+        """Let the publishes in flight finish."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _publish(self, conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
+        started = time.perf_counter()
+        published: list[int] = []
+        if rows:
+            try:
+                async with asyncio.timeout(NODE_PUBLISH_TIMEOUT):
+                    await streams.publish(self._redis, rows, maxlen=self._maxlen)
+                published = [row.id for row in rows]
+            except TRANSIENT as exc:
+                # The rows are committed and stay in the outbox: the relay (or the conversation's next
+                # writer) publishes them once the keys are released below.
+                LEFT_TO_RELAY.inc()
+                if self.healthy:
+                    log.warning(
+                        "publish failed (%s: %s); the relay publishes this node's commits for the next %.0f s",
+                        type(exc).__name__, exc, RELAY_ONLY_SECONDS,
+                    )  # fmt: skip
+                self._relay_only_until = time.monotonic() + RELAY_ONLY_SECONDS
         try:
-            async with asyncio.timeout(WAIT_SECONDS):
-                while True:
-                    step = await publish_once(
-                        self._pool,
-                        self._redis,
-                        shards=ordered,
-                        maxlen=self._maxlen,
-                        limit=self._batch_size,
-                        publisher="node",
-                        wait=True,
-                    )
-                    if step.count < self._batch_size:
-                        return  # every row of these shards committed before the step is published
-        except TRANSIENT as exc:
-            # The rows are committed and stay in the outbox: the relay publishes them.
-            log.warning("publish failed (%s: %s); the relay will publish the rows", type(exc).__name__, exc)
-            LEFT_TO_RELAY.inc()
+            await conn.execute(outbox.RELEASE_SQL, published)
+        except BaseException as exc:
+            # The keys must not outlive this: closing the session releases them. Rows published but not
+            # deleted are published again by the relay; consumers drop the duplicates.
+            conn.terminate()
+            await self._pool.release(conn)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("releasing publish keys failed (%s: %s); connection closed", type(exc).__name__, exc)
+            return
+        await self._pool.release(conn)
+        if published:
+            PUBLISHED.labels("node").inc(len(published))
+            STEP_SECONDS.labels("node").observe(time.perf_counter() - started)

@@ -3,9 +3,10 @@
 API nodes publish what they commit themselves (``infrastructure/outbox_publisher.py``); the relay is
 the safety net for rows nobody published: those of a node that died between commit and publish, of a
 publish that failed, and of processes that run no publisher (the worker's answers, the CLI), which
-NOTIFY it. Each batch is ``publish_once`` over every shard, the same step the nodes take: shard
-advisory locks (at most one publisher per shard at any moment, so per-conversation order holds), the
-oldest rows of the locked shards, XADD, commit. A crash between XADD and commit leaves the rows for
+NOTIFY it. Each batch is ``publish_once`` over every shard: shard advisory locks (at most one relay
+per shard at any moment), the oldest rows of the locked shards whose publish keys it could take (a
+node holds the keys of what it is publishing: those rows are its, and a conversation's rows are
+never taken out of order), XADD, commit. A crash between XADD and commit leaves the rows for
 the next batch: they are published again, and consumers absorb the duplicates by seq. Any number of
 relays may run; extra ones are hot standbys that take shards whenever the active one does not hold them.
 
@@ -59,15 +60,13 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch; returns how many events it published."""
         settings = self._services.settings
-        step = await publish_once(
+        return await publish_once(
             self._services.pg,
             self._services.redis,
             shards=range(settings.redis.shard_count),
             maxlen=settings.redis.stream_maxlen,
             limit=self._batch_size,
-            publisher="relay",
         )
-        return step.count
 
     async def drain(self) -> int:
         total = 0

@@ -80,8 +80,7 @@ class Node:
         reply_fanout = ReplyFanout(redis, self.hub.on_reply)
         self._tasks = []
         if self.services.settings.server.publish_on_commit:
-            publisher = self.services.start_publisher()
-            self._tasks.append(asyncio.create_task(self._guard(lambda: publisher.run(self._stop), "outbox publisher")))
+            self.services.start_publisher()
         self._tasks += [
             asyncio.create_task(self._guard(lambda: list_changes.run(self._stop), "list-change fan-out")),
             asyncio.create_task(self._guard(lambda: fanout.run(self._stop), "event fan-out")),

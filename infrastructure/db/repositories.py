@@ -82,8 +82,9 @@ _SELECT_CONVERSATION = """
     WHERE c.id = $1
 """
 _MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, role, text, client_msg_id, created_at"
-# Locks then reads, in one round trip: migrations/versions/*_0010_lock_for_posting.py says why.
-_LOCK_FOR_POSTING = "SELECT * FROM parley_lock_for_posting($1, $2, $3, $4, $5, $6, $7, $8)"
+# Locks then reads, in one round trip: migrations/versions/*_0010_lock_for_posting.py says why (and
+# *_0011_publish_keys.py why the publish keys come first).
+_LOCK_FOR_POSTING = "SELECT * FROM parley_lock_for_posting($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 
 class PendingWrites:
@@ -102,7 +103,7 @@ class PendingWrites:
         self._conversations: dict[UUID, Conversation] = {}
         self._messages: list[Message] = []
         self._cursors: dict[tuple[UUID, UUID], int] = {}
-        self._outbox: tuple[list[str], list[int], list[bytes]] = ([], [], [])
+        self._outbox: tuple[list[str], list[int], list[bytes], list[int]] = ([], [], [], [])
 
     def __bool__(self) -> bool:
         return bool(self._conversations or self._messages or self._cursors or self._outbox[0])
@@ -117,18 +118,24 @@ class PendingWrites:
         key = (conversation_id, user_id)
         self._cursors[key] = max(seq, self._cursors.get(key, 0))
 
-    def add_outbox(self, event_types: list[str], shards: list[int], payloads: list[bytes]) -> None:
+    def add_outbox(self, event_types: list[str], shards: list[int], payloads: list[bytes], keys: list[int]) -> None:
         self._outbox[0].extend(event_types)
         self._outbox[1].extend(shards)
         self._outbox[2].extend(payloads)
+        self._outbox[3].extend(keys)
 
-    def statement(self, final_select: str) -> tuple[str, list[Any]]:
+    def statement(self, *, notify: bool = False, publish: outbox.KeyLocks | None = None) -> tuple[str, list[Any]]:
+        """The commit's statement and its arguments. ``notify``: wake the relays. ``publish``: the keys
+        this commit holds; the statement then returns the rows to publish after the commit, oldest
+        first: those of the keys nobody published (``id, shard, event_type, payload``) then this
+        commit's own (``id`` only, in the order they were added; the rest is in the caller's memory)."""
         parts: list[tuple[str, int]] = []
         args: list[Any] = []
 
-        def part(sql: str, *values: Any) -> None:
+        def part(sql: str, *values: Any) -> int:
             parts.append((sql, len(values)))
             args.extend(values)
+            return len(parts) - 1
 
         if self._conversations:
             convs = list(self._conversations.values())
@@ -150,9 +157,15 @@ class PendingWrites:
         if self._cursors:
             keys = list(self._cursors)
             part(_MOVE_CURSORS, [k[0] for k in keys], [k[1] for k in keys], list(self._cursors.values()))
-        if self._outbox[0]:
-            part(outbox.INSERT_SQL, *self._outbox)
-        return _statement_text(tuple(parts), final_select), args
+        inserted = part(outbox.INSERT_SQL, *self._outbox) if self._outbox[0] else None
+        if publish is not None and publish.held:
+            leftovers = part(outbox.LEFTOVERS_SQL, list(publish.held), sorted(set(publish.held.values())))
+            final = f"SELECT id, shard, event_type, payload FROM w{leftovers}"
+            if inserted is not None:
+                final += f" UNION ALL SELECT id, NULL::int, NULL::text, NULL::bytea FROM w{inserted}"
+        else:
+            final = outbox.NOTIFY_SQL if notify else "SELECT 1"
+        return _statement_text(tuple(parts), final), args
 
 
 @functools.lru_cache(maxsize=64)
@@ -199,9 +212,11 @@ def _inserted(status: str) -> bool:
 
 
 class SqlConversationRepository:
-    def __init__(self, conn: asyncpg.Connection, pending: PendingWrites) -> None:
+    def __init__(self, conn: asyncpg.Connection, pending: PendingWrites, keys: outbox.KeyLocks | None = None) -> None:
         self._conn = conn
         self._pending = pending
+        #: Where this process publishes its own commits: the publish keys, taken before the row locks.
+        self._keys = keys
         #: Aggregates loaded or added in this unit of work; their events go to the outbox at commit.
         self.seen: list[Conversation] = []
         #: The database's clock as of the latest load (see ``_SELECT_CONVERSATION``).
@@ -220,6 +235,8 @@ class SqlConversationRepository:
         return await self._load(_SELECT_CONVERSATION, conversation_id, viewer_id)
 
     async def get_for_update(self, conversation_id: UUID, *, viewer_id: UUID | None) -> Conversation | None:
+        if self._keys is not None:
+            await self._keys.take(self._conn, [conversation_id])
         return await self._load(_SELECT_CONVERSATION + " FOR UPDATE OF c", conversation_id, viewer_id)
 
     async def lock_for_posting(
@@ -230,12 +247,16 @@ class SqlConversationRepository:
     ) -> PostingState:
         users = [k for k in sends if k[1] is not None]
         assistant = [k for k in sends if k[1] is None]
+        keys = [] if self._keys is None else self._keys.missing(conversation_ids)
+        if self._keys is not None:
+            self._keys.took(keys)  # before the call: if it fails midway, the rollback lets them go
         rows = await self._conn.fetch(
             _LOCK_FOR_POSTING,
             list(conversation_ids),
             [m[0] for m in members], [m[1] for m in members],
             [k[0] for k in users], [k[1] for k in users], [k[2] for k in users],
             [k[0] for k in assistant], [k[2] for k in assistant],
+            [k for k, _ in keys], outbox.KEY_NAMESPACE, outbox.LEASE_MS,
         )  # fmt: skip
         convs: dict[UUID, Conversation] = {}
         roles: dict[tuple[UUID, UUID], MemberRole] = {}

@@ -129,8 +129,12 @@ outbox = sa.Table(
     # The event encoded once by domain.events.encode; relayed to Redis byte for byte.
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    # The conversation's publish key (infrastructure/db/outbox.py); NULL in rows older than the keys.
+    sa.Column("lock_key", sa.Integer),
     # The relay claims the oldest rows of the shards it owns.
     sa.Index("ix_outbox_shard_id", "shard", "id"),
+    # A key's holder publishes the rows of its keys that nobody published.
+    sa.Index("ix_outbox_lock_key_id", "lock_key", "id", postgresql_where=sa.text("lock_key IS NOT NULL")),
 )
 
 refresh_tokens = sa.Table(

@@ -1,7 +1,10 @@
 """The unit of work: one transaction; ``commit`` flushes the deferred writes and writes the aggregates'
-events to the outbox in one statement, then commits, then hands the touched shards to the process's
-outbox publisher (API nodes publish what they wrote at once). Where no publisher runs (workers, CLI),
-the statement NOTIFYs the relays instead.
+events to the outbox in one statement, then commits. In an API node (a ``publisher`` is given) the
+unit of work takes the publish keys of the conversations it writes (``outbox.KeyLocks``: before their
+row locks, in the repositories' locking reads), its commit statement also returns the rows to publish,
+and after the commit the connection goes to the publisher with those rows, still holding the keys
+(``infrastructure/outbox_publisher.py``). Where no publisher runs (workers, CLI), the statement
+NOTIFYs the relays instead.
 
 The transaction never talks to Redis: an event exists for the rest of the system once its outbox row
 commits, together with the state change it describes (flow 1 of docs/architecture.md); publishing is
@@ -12,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import asyncpg
 from asyncpg.transaction import Transaction
@@ -59,21 +61,25 @@ class DatabaseClock:
         return db_now if db_now is not None else datetime.now(UTC)
 
 
+class CommitPublisher(Protocol):
+    def hand_over(self, conn: asyncpg.Connection, rows: list[outbox.OutboxRow]) -> None:
+        """Publish ``rows``, release the publish keys ``conn`` holds, give ``conn`` back to its pool."""
+
+
 class SqlUnitOfWork:
     conversations: SqlConversationRepository
     messages: SqlMessageRepository
     participants: SqlParticipantRepository
     users: SqlUserRepository
 
-    def __init__(
-        self, pool: asyncpg.Pool, *, shard_count: int, on_commit: Callable[[set[int]], None] | None = None
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, shard_count: int, publisher: CommitPublisher | None = None) -> None:
         self._pool = pool
         self._pending = PendingWrites()
         self._shard_count = shard_count
-        #: Called after a commit with the shards its events went to (the local publisher's ``wake``);
-        #: None: NOTIFY the relays in the commit's statement instead.
-        self._on_commit = on_commit
+        #: Publishes this unit of work's events after its commit; None: NOTIFY the relays instead.
+        self._publisher = publisher
+        #: The publish keys held (with a publisher).
+        self._keys: outbox.KeyLocks | None = None
         self._conn: asyncpg.Connection | None = None
         self._tx: Transaction | None = None
         #: Pass this as the handler's clock to stamp with the database's time (``post_message``).
@@ -92,7 +98,8 @@ class SqlUnitOfWork:
             await self._discard_connection()  # __aexit__ does not run when __aenter__ raises
             raise
         self._pending = PendingWrites()
-        self.conversations = SqlConversationRepository(self._conn, self._pending)
+        self._keys = None if self._publisher is None else outbox.KeyLocks(self._shard_count)
+        self.conversations = SqlConversationRepository(self._conn, self._pending, self._keys)
         self.messages = SqlMessageRepository(self._conn, self._pending)
         self.participants = SqlParticipantRepository(self._conn, self._pending)
         self.users = SqlUserRepository(self._conn)
@@ -101,14 +108,18 @@ class SqlUnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        assert self._conn is not None
         if self._tx is None and exc is None:
-            # Committed: the connection goes back to the pool in the background. asyncpg's release is
-            # two turns of the event loop (a shielded task), which every acked post waited for.
-            self._release_soon()
+            # Committed: the connection went to the publisher, or goes back to the pool in the background
+            # (asyncpg's release is two turns of the event loop, a shielded task, which every acked post
+            # waited for).
+            if self._conn is not None:
+                self._release_soon()
             return
+        assert self._conn is not None
         try:
             await self.rollback()
+            if self._keys is not None and self._keys.held:
+                await self._conn.execute(outbox.RELEASE_SQL, [])  # session locks outlive the rollback
         except BaseException:
             # A connection that cannot roll back (PostgreSQL went away, an operation was cut off) is
             # not handed to the next caller. The error that got us here, if any, is the one to report.
@@ -135,25 +146,52 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._conn is not None and self._tx is not None
         recorded = [event for conv in self.conversations.seen for event in conv.events]
-        shards = [events.shard_for(e.conversation_id, self._shard_count) for e in recorded]
+        rows: list[outbox.OutboxRow] = []
         if recorded:
+            if self._keys is not None:  # a conversation not locked through the repository (a new one, a read cursor)
+                await self._keys.take(self._conn, {e.conversation_id for e in recorded})
+            rows = [
+                outbox.OutboxRow(0, events.shard_for(e.conversation_id, self._shard_count), events.type_name(e),
+                                 events.encode(e))
+                for e in recorded
+            ]  # fmt: skip
             self._pending.add_outbox(
-                [events.type_name(e) for e in recorded], shards, [events.encode(e) for e in recorded]
-            )
+                [r.event_type for r in rows], [r.shard for r in rows], [r.payload for r in rows],
+                [outbox.lock_key(e.conversation_id) for e in recorded],
+            )  # fmt: skip
+        publishing = self._keys is not None and bool(self._keys.held)
         if self._pending:
-            # Deferred writes, outbox rows and (without a local publisher) the relays' wake-up: one round trip.
-            notify = recorded and self._on_commit is None
-            sql, args = self._pending.statement(outbox.NOTIFY_SQL if notify else "SELECT 1")
-            await self._conn.execute(sql, *args)
+            # Deferred writes, outbox rows and either the relays' wake-up or (holding publish keys) the
+            # rows to publish: one round trip.
+            sql, args = self._pending.statement(notify=bool(recorded) and self._publisher is None, publish=self._keys)
+            if publishing:
+                rows = _to_publish(await self._conn.fetch(sql, *args), rows)
+            else:
+                await self._conn.execute(sql, *args)
         await self._tx.commit()
         self._tx = None
         failpoints.hit("after-commit")  # crash tests: durable, but neither published nor answered
         for conv in self.conversations.seen:
             conv.events.clear()
-        if shards and self._on_commit is not None:
-            self._on_commit(set(shards))
+        if publishing:
+            assert self._publisher is not None
+            conn, self._conn = self._conn, None
+            self._publisher.hand_over(conn, rows)
 
     async def rollback(self) -> None:
         if self._tx is not None:
             tx, self._tx = self._tx, None
             await tx.rollback()
+
+
+def _to_publish(records: list[asyncpg.Record], own: list[outbox.OutboxRow]) -> list[outbox.OutboxRow]:
+    """The commit statement's answer (rows of held keys nobody published, then the ids of this commit's
+    own rows) as the rows to publish, oldest first; this commit's own come from memory."""
+    leftovers = [
+        outbox.OutboxRow(r["id"], r["shard"], r["event_type"], r["payload"])
+        for r in records
+        if r["event_type"] is not None
+    ]
+    ids = sorted(r["id"] for r in records if r["event_type"] is None)  # drawn in the order they were added
+    assert len(ids) == len(own), "the commit statement returned another number of outbox ids"
+    return leftovers + [outbox.OutboxRow(i, r.shard, r.event_type, r.payload) for i, r in zip(ids, own, strict=True)]

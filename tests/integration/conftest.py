@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
 from infrastructure.bootstrap import Services, bootstrap
+from infrastructure.db import outbox as db_outbox
 from infrastructure.db.tables import messages, outbox
 from infrastructure.redis import streams
 from infrastructure.settings import Settings
@@ -69,14 +70,16 @@ Project = Callable[[], Awaitable[int]]
 
 
 async def publish_everything(services: Services) -> None:
-    """Publish every committed outbox row to the streams the way an API node does: waiting for
-    publishers in flight. The app's node publisher may hold shards whose rows it has claimed but not
-    yet XADDed, which a relay's try-locks would skip (and a read of the streams right after would miss)."""
-    from infrastructure.outbox_publisher import OutboxPublisher
+    """Publish every committed outbox row to the streams: relay what nobody is publishing, until the
+    outbox is empty. An app's node publisher may still hold the keys of rows it is publishing, which
+    the relay skips (and a read of the streams right after would miss)."""
+    from workers.outbox_relay import OutboxRelay
 
-    settings = services.settings
-    publisher = OutboxPublisher(services.pg, services.redis, maxlen=settings.redis.stream_maxlen)
-    await publisher.publish(range(settings.redis.shard_count))
+    relay = OutboxRelay(services)
+    async with asyncio.timeout(10):
+        while (await db_outbox.backlog(services.pg)).rows:
+            await relay.drain()
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture

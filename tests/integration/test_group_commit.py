@@ -13,13 +13,17 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from domain import commands, events, handlers
 from domain.errors import InvalidInput, NotAParticipant
 from domain.limits import Limits
-from infrastructure.bootstrap import Services
+from infrastructure.bootstrap import Services, asyncpg_dsn
+from infrastructure.db import outbox as db_outbox
 from infrastructure.db.group_commit import GroupCommit
 from infrastructure.db.tables import messages, outbox, participants, users
+from infrastructure.db.unit_of_work import SqlUnitOfWork
+from infrastructure.embedded import free_port
 from infrastructure.outbox_publisher import OutboxPublisher
 from infrastructure.redis import streams
 from tests.factories import StartConversationFactory
@@ -202,60 +206,114 @@ async def test_the_node_publishes_its_commits_in_order_without_the_relay(service
     convs = [await _conversation(services, owner, member) for _ in range(4)]
     await OutboxRelay(services).drain()  # the conversations' creation events
     publisher = services.start_publisher()
-    stop = asyncio.Event()
-    running = asyncio.create_task(publisher.run(stop))
-    try:
-        await asyncio.gather(*(services.posts.post(_send(convs[i % 4], owner)) for i in range(200)))
-        async with asyncio.timeout(10):
-            while sum(map(len, (await _stream_seqs(services)).values())) < 200:  # noqa: ASYNC110 - polls Redis
-                await asyncio.sleep(0.01)
-    finally:
-        stop.set()
-        publisher.wake(())
-        await running
+
+    await asyncio.gather(*(services.posts.post(_send(convs[i % 4], owner)) for i in range(200)))
+    await publisher.close()  # the publishes handed over by the last commits
 
     assert await _stream_seqs(services) == {c: list(range(1, 51)) for c in convs}
     assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 0
 
 
-async def test_two_node_publishers_and_the_relay_racing_publish_each_event_once_in_seq_order(
+def _node(services: Services, publisher: OutboxPublisher | None) -> GroupCommit:
+    """Another process's posting path on the same database: a node (with its publisher) or a worker."""
+    shards = services.settings.redis.shard_count
+    return GroupCommit(
+        lambda: SqlUnitOfWork(services.pg, shard_count=shards, publisher=publisher), Limits(), max_in_flight=2
+    )
+
+
+async def test_two_nodes_a_worker_and_the_relay_racing_publish_each_event_once_in_seq_order(
     services: Services,
 ) -> None:
     owner, member = await _users(services, 2)
     convs = [await _conversation(services, owner, member) for _ in range(6)]
     await OutboxRelay(services).drain()
-    nodes = [OutboxPublisher(services.pg, services.redis, maxlen=100_000, batch_size=7) for _ in range(2)]
-    shards = range(services.settings.redis.shard_count)
+    publishers = [OutboxPublisher(services.pg, services.redis, maxlen=100_000) for _ in range(2)]
+    writers = [_node(services, publishers[0]), _node(services, publishers[1]), _node(services, None)]
+    done = asyncio.Event()
 
-    async def write(node: OutboxPublisher, n: int) -> None:
-        for i in range(n):
-            await services.posts.post(_send(convs[i % 6], member))
-            node.wake(shards)
+    async def write(writer: GroupCommit, n: int) -> None:
+        for _ in range(n):  # a post to every conversation at once
+            await asyncio.gather(*(writer.post(_send(conv, member)) for conv in convs))
 
-    stop = asyncio.Event()
-    runs = [asyncio.create_task(node.run(stop)) for node in nodes]
+    async def relay() -> None:
+        while not done.is_set():
+            await OutboxRelay(services, batch_size=5).drain()
+            await asyncio.sleep(0)
+
+    relaying = asyncio.create_task(relay())
     try:
-        await asyncio.gather(write(nodes[0], 60), write(nodes[1], 60), OutboxRelay(services, batch_size=5).drain())
-        await OutboxRelay(services).drain()
+        await asyncio.gather(write(writers[0], 10), write(writers[1], 10), write(writers[2], 10))
+        for publisher in publishers:
+            await publisher.close()
     finally:
-        stop.set()
-        for node in nodes:
-            node.wake(())
-        await asyncio.gather(*runs)
+        done.set()
+        await relaying
+    await OutboxRelay(services).drain()  # what the worker committed last
 
-    assert await _stream_seqs(services) == {c: list(range(1, 21)) for c in convs}
+    # Every event exactly once, in seq order: no node published another's conversation out of turn,
+    # and the relay never took a row a node was publishing.
+    assert await _stream_seqs(services) == {c: list(range(1, 31)) for c in convs}
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 0
 
 
-async def test_rows_a_node_committed_but_never_published_are_published_by_the_relay(services: Services) -> None:
+async def test_the_next_writer_of_a_conversation_publishes_what_a_worker_left_first(services: Services) -> None:
     owner, member = await _users(services, 2)
     conv = await _conversation(services, owner, member)
     await OutboxRelay(services).drain()
-    services.start_publisher()  # woken by every commit, but never run: the node "died" after committing
+    worker, node = _node(services, None), _node(services, OutboxPublisher(services.pg, services.redis, maxlen=1000))
 
-    for _ in range(5):
-        await services.posts.post(_send(conv, owner))
-    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 5
+    await worker.post(_send(conv, owner))  # committed, left for a relay that is not running
+    await node.post(_send(conv, member))
+    async with asyncio.timeout(5):
+        while await _stream_seqs(services) != {conv: [1, 2]}:  # noqa: ASYNC110 - polls Redis
+            await asyncio.sleep(0.01)
 
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 0
+
+
+async def test_while_redis_refuses_a_node_leaves_its_commits_to_the_relay_and_holds_no_keys(
+    services: Services,
+) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
     await OutboxRelay(services).drain()
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    services.publisher = broken = OutboxPublisher(services.pg, unreachable, maxlen=1000)
 
-    assert await _stream_seqs(services) == {conv: [1, 2, 3, 4, 5]}
+    await services.posts.post(_send(conv, owner))  # acked: committed; its publish fails
+    await broken.close()
+    assert not broken.healthy
+    async with asyncio.timeout(10):  # would hang if the failed publish had kept the conversation's key
+        for _ in range(2):
+            await services.posts.post(_send(conv, owner))  # no publisher meanwhile: NOTIFY the relay
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 3
+    working = services.start_publisher()
+    await services.posts.post(_send(conv, member))  # publishes what it finds of its key first
+    await working.close()
+    await OutboxRelay(services).drain()
+    await unreachable.aclose()
+
+    assert await _stream_seqs(services) == {conv: [1, 2, 3, 4]}
+    assert await _scalar(services, sa.select(sa.func.count()).select_from(outbox)) == 0
+
+
+async def test_a_stopped_holder_of_a_publish_key_loses_it_after_the_lease(services: Services) -> None:
+    owner, member = await _users(services, 2)
+    conv = await _conversation(services, owner, member)
+    await OutboxRelay(services).drain()
+    publisher = services.start_publisher()
+    stopped = await asyncpg.connect(asyncpg_dsn(services.settings))
+    try:
+        # What a node's connection holds between its commit and its release, then it goes silent.
+        await db_outbox.KeyLocks(services.settings.redis.shard_count).take(stopped, [conv])
+
+        async with asyncio.timeout(db_outbox.LEASE_MS / 1000 + 5):
+            await services.posts.post(_send(conv, member))  # waits for the key until PostgreSQL ends that session
+        await publisher.close()
+
+        assert await _stream_seqs(services) == {conv: [1]}
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await stopped.fetchval("SELECT 1")
+    finally:
+        await stopped.close(timeout=1)
