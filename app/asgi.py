@@ -27,6 +27,7 @@ from app.webapp import Bundle, WebAppController
 from app.ws import direct_send
 from app.ws.gateway import gateway
 from app.ws.node import Node
+from infrastructure import gc_tuning
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.metrics import track_pools, untrack_pools
 from infrastructure.settings import Settings
@@ -39,7 +40,13 @@ class MetricsController(PrometheusController):
     include_in_schema = False
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_server_app() -> Litestar:
+    """The app of a ``parley api`` process, which serves it for its whole life: once started, its
+    garbage collector is settled (``infrastructure/gc_tuning.py``)."""
+    return create_app(settle_gc=True)
+
+
+def create_app(settings: Settings | None = None, *, settle_gc: bool = False) -> Litestar:
     """Build the app; services are created in the lifespan, never at import."""
     settings = settings or Settings.from_env()
     quiet_client_faults()
@@ -52,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.node = node
         track_pools(services)
         await node.start()
+        if settle_gc:
+            gc_tuning.settle()
         try:
             yield
         finally:

@@ -52,7 +52,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(signing=True)  # fail fast, before uvicorn imports the app
     uvicorn.run(
-        "app.asgi:create_app",
+        "app.asgi:create_server_app",
         factory=True,
         host=args.host,
         port=args.port,
