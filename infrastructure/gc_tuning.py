@@ -12,7 +12,7 @@ permanent generation (``gc.freeze``) and no collection walks it again; young col
 Measured in the same benchmark (per node, over the 20 s of load, alternated runs at 500 and 1,000
 msg/s): without it 190 to 345 young, 17 to 32 middle and 2 or 3 full collections, 0.6 to 0.9 s spent
 collecting, the longest pause 177 to 224 ms; with it 21 to 24 young, 1 or 2 middle and no full one,
-0.15 to 0.25 s, the longest pause 31 to 77 ms. Delivery p99 at 500 msg/s went from 142 and 151 ms to
+0.16 to 0.23 s, the longest pause 31 to 61 ms. Delivery p99 at 500 msg/s went from 142 and 151 ms to
 41 and 55 ms (``docs/perf/README.md``).
 """
 
