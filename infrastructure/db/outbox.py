@@ -88,13 +88,9 @@ LEFTOVERS_SQL = """
 """
 
 #: Take publish keys outside ``parley_lock_for_posting`` (before a conversation's row lock, or for a
-#: conversation nobody else can lock yet), ascending; ``$1`` sorted keys, ``$2`` ``KEY_NAMESPACE``,
-#: ``$3`` ``LEASE_MS``.
-TAKE_KEYS_SQL = """
-    SELECT set_config('idle_session_timeout', $3::text, false),
-           set_config('idle_in_transaction_session_timeout', $3::text, true),
-           (SELECT count(*) FROM unnest($1::int[]) AS k, LATERAL (SELECT pg_advisory_lock($2::int, k)) AS l)
-"""
+#: conversation nobody else can lock yet): ``$1`` the keys, ``$2`` ``KEY_NAMESPACE``, ``$3`` ``LEASE_MS``.
+#: The same function takes them inside it (migration 0011): one place sets the lease.
+TAKE_KEYS_SQL = "SELECT parley_take_publish_keys($1::int[], $2::int, $3::int)"
 
 # After a key holder's XADD (``$1``: the ids it published, none if it could not publish): delete them,
 # then drop every key and the lease, one round trip. The unlock reads the delete's count so that it
@@ -127,7 +123,7 @@ class KeyLocks:
         """Take the keys of those conversations not held yet (waits for their holders)."""
         if missing := self.missing(conversation_ids):
             self.took(missing)  # before the call: if it fails midway, the rollback lets them go
-            await conn.execute(TAKE_KEYS_SQL, [k for k, _ in missing], KEY_NAMESPACE, str(LEASE_MS))
+            await conn.execute(TAKE_KEYS_SQL, [k for k, _ in missing], KEY_NAMESPACE, LEASE_MS)
 
     def took(self, keys: Iterable[tuple[int, int]]) -> None:
         """Record keys taken by another statement (``parley_lock_for_posting``)."""

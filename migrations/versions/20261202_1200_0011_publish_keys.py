@@ -50,6 +50,27 @@ depends_on = None
 _OLD_SIGNATURE = "parley_lock_for_posting(uuid[], uuid[], uuid[], uuid[], uuid[], text[], uuid[], text[])"
 _NEW_SIGNATURE = "parley_lock_for_posting(uuid[], uuid[], uuid[], uuid[], uuid[], text[], uuid[], text[], integer[], integer, integer)"
 
+#: Takes publish keys as session locks, ascending, and sets their lease (the session's idle timeout, and
+#: the idle-in-transaction timeout of the transaction it runs in); nothing for an empty array. Called by
+#: ``parley_lock_for_posting`` and, for keys taken outside it, by ``outbox.TAKE_KEYS_SQL``.
+_TAKE_KEYS = """
+CREATE FUNCTION parley_take_publish_keys(lock_keys integer[], lock_namespace integer, lease_ms integer)
+RETURNS integer LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    publish_key integer;
+BEGIN
+    IF cardinality(lock_keys) > 0 THEN
+        PERFORM set_config('idle_session_timeout', lease_ms::text, false);
+        PERFORM set_config('idle_in_transaction_session_timeout', lease_ms::text, true);
+        FOREACH publish_key IN ARRAY ARRAY(SELECT DISTINCT x FROM unnest(lock_keys) AS x ORDER BY x) LOOP
+            PERFORM pg_advisory_lock(lock_namespace, publish_key);
+        END LOOP;
+    END IF;
+    RETURN cardinality(lock_keys);
+END
+$$
+"""
+
 _FUNCTION = """
 CREATE FUNCTION parley_lock_for_posting(
     conversation_ids uuid[],
@@ -79,18 +100,10 @@ CREATE FUNCTION parley_lock_for_posting(
     client_msg_id text
 ) LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
-DECLARE
-    publish_key integer;
 BEGIN
-    -- The publish keys first (a node that publishes its own commits; an empty array otherwise), in
-    -- ascending order, before any row lock: see the migration's docstring for why this cannot deadlock.
-    IF cardinality(lock_keys) > 0 THEN
-        PERFORM set_config('idle_session_timeout', lease_ms::text, false);
-        PERFORM set_config('idle_in_transaction_session_timeout', lease_ms::text, true);
-        FOREACH publish_key IN ARRAY ARRAY(SELECT DISTINCT x FROM unnest(lock_keys) AS x ORDER BY x) LOOP
-            PERFORM pg_advisory_lock(lock_namespace, publish_key);
-        END LOOP;
-    END IF;
+    -- The publish keys first (a node that publishes its own commits; an empty array otherwise), before
+    -- any row lock: see the migration's docstring for why this cannot deadlock.
+    PERFORM parley_take_publish_keys(lock_keys, lock_namespace, lease_ms);
     -- In id order, as every batch takes them: batches on other connections never deadlock.
     RETURN QUERY
         SELECT 'conversation', c.id, c.id, NULL::uuid, NULL::text, c.title, c.owner_id, c.last_seq,
@@ -129,6 +142,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE outbox ADD COLUMN lock_key integer")
     op.execute("CREATE INDEX ix_outbox_lock_key_id ON outbox (lock_key, id) WHERE lock_key IS NOT NULL")
     op.execute(f"DROP FUNCTION {_OLD_SIGNATURE}")
+    op.execute(_TAKE_KEYS)
     op.execute(_FUNCTION)
 
 
@@ -140,6 +154,7 @@ def downgrade() -> None:
     previous = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(previous)
     op.execute(f"DROP FUNCTION {_NEW_SIGNATURE}")
+    op.execute("DROP FUNCTION parley_take_publish_keys(integer[], integer, integer)")
     op.execute(previous._FUNCTION)
     op.execute("DROP INDEX ix_outbox_lock_key_id")
     op.execute("ALTER TABLE outbox DROP COLUMN lock_key")

@@ -44,6 +44,15 @@ async def _conversation(services: Services, owner: uuid.UUID, *members: uuid.UUI
     return (await handlers.start_conversation(cmd, services.uow(), services.clock, Limits())).id
 
 
+async def _published_conversations(services: Services, count: int) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
+    """An owner, a member and ``count`` conversations of theirs, whose creation events the relay has
+    published already (the streams then hold only what the test writes)."""
+    owner, member = await _users(services, 2)
+    convs = [await _conversation(services, owner, member) for _ in range(count)]
+    await OutboxRelay(services).drain()
+    return owner, member, convs
+
+
 def _send(conv: uuid.UUID, sender: uuid.UUID, client_msg_id: str | None = None) -> commands.PostMessage:
     return commands.PostMessage(
         conversation_id=conv, sender_id=sender, client_msg_id=client_msg_id or uuid.uuid4().hex, text="hi"
@@ -202,9 +211,7 @@ async def test_a_send_committed_while_its_retry_waits_for_the_lock_is_found_as_t
 
 
 async def test_the_node_publishes_its_commits_in_order_without_the_relay(services: Services) -> None:
-    owner, member = await _users(services, 2)
-    convs = [await _conversation(services, owner, member) for _ in range(4)]
-    await OutboxRelay(services).drain()  # the conversations' creation events
+    owner, _, convs = await _published_conversations(services, 4)
     publisher = services.start_publisher()
 
     await asyncio.gather(*(services.posts.post(_send(convs[i % 4], owner)) for i in range(200)))
@@ -225,9 +232,7 @@ def _node(services: Services, publisher: OutboxPublisher | None) -> GroupCommit:
 async def test_two_nodes_a_worker_and_the_relay_racing_publish_each_event_once_in_seq_order(
     services: Services,
 ) -> None:
-    owner, member = await _users(services, 2)
-    convs = [await _conversation(services, owner, member) for _ in range(6)]
-    await OutboxRelay(services).drain()
+    _, member, convs = await _published_conversations(services, 6)
     publishers = [OutboxPublisher(services.pg, services.redis, maxlen=100_000) for _ in range(2)]
     writers = [_node(services, publishers[0]), _node(services, publishers[1]), _node(services, None)]
     done = asyncio.Event()
@@ -258,9 +263,7 @@ async def test_two_nodes_a_worker_and_the_relay_racing_publish_each_event_once_i
 
 
 async def test_the_next_writer_of_a_conversation_publishes_what_a_worker_left_first(services: Services) -> None:
-    owner, member = await _users(services, 2)
-    conv = await _conversation(services, owner, member)
-    await OutboxRelay(services).drain()
+    owner, member, (conv,) = await _published_conversations(services, 1)
     worker, node = _node(services, None), _node(services, OutboxPublisher(services.pg, services.redis, maxlen=1000))
 
     await worker.post(_send(conv, owner))  # committed, left for a relay that is not running
@@ -275,9 +278,7 @@ async def test_the_next_writer_of_a_conversation_publishes_what_a_worker_left_fi
 async def test_while_redis_refuses_a_node_leaves_its_commits_to_the_relay_and_holds_no_keys(
     services: Services,
 ) -> None:
-    owner, member = await _users(services, 2)
-    conv = await _conversation(services, owner, member)
-    await OutboxRelay(services).drain()
+    owner, member, (conv,) = await _published_conversations(services, 1)
     unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     services.publisher = broken = OutboxPublisher(services.pg, unreachable, maxlen=1000)
 
@@ -299,9 +300,7 @@ async def test_while_redis_refuses_a_node_leaves_its_commits_to_the_relay_and_ho
 
 
 async def test_a_stopped_holder_of_a_publish_key_loses_it_after_the_lease(services: Services) -> None:
-    owner, member = await _users(services, 2)
-    conv = await _conversation(services, owner, member)
-    await OutboxRelay(services).drain()
+    _, member, (conv,) = await _published_conversations(services, 1)
     publisher = services.start_publisher()
     stopped = await asyncpg.connect(asyncpg_dsn(services.settings))
     try:
