@@ -97,9 +97,11 @@ def asyncpg_dsn(settings: Settings) -> str:
 async def _keep_session(connection: asyncpg.Connection) -> None:
     """Release without asyncpg's reset query (``RESET ALL; UNLISTEN *; …``, a round trip per use).
 
-    Nothing that uses this pool leaves session state behind: locks are transaction-scoped
-    (``pg_try_advisory_xact_lock``), settings are ``SET LOCAL``, and LISTEN runs on a dedicated
-    connection (the relay's), so there is nothing to reset."""
+    Nothing that uses this pool leaves session state behind: the relay's locks are transaction-scoped
+    (``pg_try_advisory_xact_lock``); the publish keys, session locks, are let go by their holder
+    (``outbox.RELEASE_SQL``) before it gives the connection back, or the connection is closed; settings
+    are ``SET LOCAL`` (the keys' ``idle_session_timeout`` is reset by the same release); LISTEN runs on
+    a dedicated connection (the relay's). So there is nothing to reset."""
 
 
 async def create_pg_pool(settings: Settings) -> asyncpg.Pool:
