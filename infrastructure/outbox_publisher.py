@@ -54,6 +54,7 @@ STEP_SECONDS = Histogram(
     ["publisher"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+_NODE_PUBLISHED, _NODE_STEP_SECONDS = PUBLISHED.labels("node"), STEP_SECONDS.labels("node")
 LEFT_TO_RELAY = Counter(
     "parley_outbox_left_to_relay_total", "Publishes an API node gave up (the relay publishes the rows)"
 )
@@ -139,5 +140,5 @@ class OutboxPublisher:
             return
         await self._pool.release(conn)
         if published:
-            PUBLISHED.labels("node").inc(len(published))
-            STEP_SECONDS.labels("node").observe(time.perf_counter() - started)
+            _NODE_PUBLISHED.inc(len(published))
+            _NODE_STEP_SECONDS.observe(time.perf_counter() - started)

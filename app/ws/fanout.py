@@ -5,6 +5,7 @@ changes from the projector (``parley:list-changes``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -28,6 +29,8 @@ log = logging.getLogger("parley.ws.fanout")
 SIGNALS_MAXLEN = 10_000
 
 EVENTS_DELIVERED = Counter("parley_ws_events_total", "Durable events consumed by this WS node", ["type"])
+#: ``EVENTS_DELIVERED.labels`` looked up once per event type (3.5 µs a call, against 1 µs for the ``inc``).
+_delivered = functools.cache(EVENTS_DELIVERED.labels)
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -103,7 +106,7 @@ class EventFanout:
                 log.error("undecodable entry %s on %s; acking it", entry.entry_id, entry.stream)
                 continue
             self._hub.on_event(event)
-            EVENTS_DELIVERED.labels(entry.event_type).inc()
+            _delivered(entry.event_type).inc()
             if isinstance(event, events.MessagePosted):
                 metrics.DELIVERY_SECONDS.observe(max(0.0, time.time() - event.message.created_at.timestamp()))
         return None

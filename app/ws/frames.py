@@ -4,6 +4,7 @@ are the single source for the protocol's docs and for generated clients."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -82,6 +83,10 @@ class FrameError(Exception):
         self.ref = ref
 
 
+#: ``FRAMES_IN.labels`` looked up once per frame type, not per frame (3.5 µs a call).
+_frames_in = functools.cache(metrics.FRAMES_IN.labels)
+
+
 def decode(data: str | bytes) -> ClientFrame:
     try:
         frame: ClientFrame = _decoder.decode(data)
@@ -94,7 +99,7 @@ def decode(data: str | bytes) -> ClientFrame:
     except RecursionError as exc:  # msgspec refuses deep nesting this way; a hostile frame, not a bug
         metrics.FRAMES_IN.labels("invalid").inc()
         raise FrameError("frame is nested too deeply") from exc
-    metrics.FRAMES_IN.labels(frame.__struct_config__.tag).inc()
+    _frames_in(frame.__struct_config__.tag).inc()
     return frame
 
 

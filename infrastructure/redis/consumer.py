@@ -113,6 +113,7 @@ class StreamConsumer:
         self._on_groups_lost = on_groups_lost
         self._noack = noack
         self._kind = group_kind(group)
+        self._acked = ENTRIES.labels(self._kind, "acked")  # every batch: looked up once
         self._healthy = True
         self._next_claim = 0.0
 
@@ -243,7 +244,7 @@ class StreamConsumer:
                 raise HandlerFailed from exc
             self._healthy = True
         if self._noack and not from_pending:
-            ENTRIES.labels(self._kind, "acked").inc(len(entries))  # read without a pending entry: done
+            self._acked.inc(len(entries))  # read without a pending entry: done
             return
         if handled is None:
             acked = entries
@@ -260,7 +261,7 @@ class StreamConsumer:
             for stream, entry_ids in by_stream.items():
                 pipe.xack(stream, self.group, *entry_ids)
             await pipe.execute()
-        ENTRIES.labels(self._kind, "acked").inc(len(acked))
+        self._acked.inc(len(acked))
         ENTRIES.labels(self._kind, "retried").inc(len(entries) - len(acked))
         ENTRIES.labels(self._kind, "gone").inc(len(gone))
 
