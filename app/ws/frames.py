@@ -91,13 +91,13 @@ def decode(data: str | bytes) -> ClientFrame:
     try:
         frame: ClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
-        metrics.FRAMES_IN.labels("invalid").inc()
+        _frames_in("invalid").inc()
         raise FrameError(str(exc)) from exc
     except msgspec.DecodeError as exc:
-        metrics.FRAMES_IN.labels("invalid").inc()
+        _frames_in("invalid").inc()
         raise FrameError("frame is not a JSON object") from exc
     except RecursionError as exc:  # msgspec refuses deep nesting this way; a hostile frame, not a bug
-        metrics.FRAMES_IN.labels("invalid").inc()
+        _frames_in("invalid").inc()
         raise FrameError("frame is nested too deeply") from exc
     _frames_in(frame.__struct_config__.tag).inc()
     return frame

@@ -113,7 +113,8 @@ class StreamConsumer:
         self._on_groups_lost = on_groups_lost
         self._noack = noack
         self._kind = group_kind(group)
-        self._acked = ENTRIES.labels(self._kind, "acked")  # every batch: looked up once
+        # Counted every batch: the labelled series are looked up once.
+        self._acked, self._retried, self._gone = (ENTRIES.labels(self._kind, o) for o in ("acked", "retried", "gone"))
         self._healthy = True
         self._next_claim = 0.0
 
@@ -239,7 +240,7 @@ class StreamConsumer:
                 handled = await self._handler(entries)
             except Exception as exc:
                 self._healthy = False
-                ENTRIES.labels(self._kind, "retried").inc(len(entries))
+                self._retried.inc(len(entries))
                 log.warning("%s: handler failed on a batch of %d (%s); it stays pending", self.group, len(entries), exc)
                 raise HandlerFailed from exc
             self._healthy = True
@@ -262,8 +263,8 @@ class StreamConsumer:
                 pipe.xack(stream, self.group, *entry_ids)
             await pipe.execute()
         self._acked.inc(len(acked))
-        ENTRIES.labels(self._kind, "retried").inc(len(entries) - len(acked))
-        ENTRIES.labels(self._kind, "gone").inc(len(gone))
+        self._retried.inc(len(entries) - len(acked))
+        self._gone.inc(len(gone))
 
     async def _dead_letter(self, stream: str, entry_id: bytes, deliveries: int) -> None:
         found = await self.redis.xrange(stream, min=entry_id, max=entry_id)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
+from infrastructure import outbox_publisher
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db import outbox as db_outbox
 from infrastructure.db.tables import messages
@@ -51,6 +52,16 @@ def fake(server: FakeAnthropic) -> FakeAnthropic:
     """The same server with its script and recorded requests cleared."""
     server.reset()
     return server
+
+
+@pytest.fixture(autouse=True)
+def _patient_publishers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Integration tests run no relay unless a test starts one, and many check what a node published
+    itself. A node gives up an XADD after ``NODE_PUBLISH_TIMEOUT`` (0.5 s) and leaves its rows to the
+    relay, and the suite's Redis can stall that long on a busy disk (an AOF fsync): more patience here,
+    so that such a stall slows a test down instead of failing it. Refused connections still fail at once
+    (``test_group_commit.py`` leaves a node's commits to the relay that way)."""
+    monkeypatch.setattr(outbox_publisher, "NODE_PUBLISH_TIMEOUT", 10.0)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from redis.asyncio import Redis
 from domain import commands, events, handlers
 from domain.errors import InvalidInput, NotAParticipant
 from domain.limits import Limits
-from infrastructure import outbox_publisher
 from infrastructure.bootstrap import Services, asyncpg_dsn
 from infrastructure.db import outbox as db_outbox
 from infrastructure.db.group_commit import GroupCommit
@@ -29,15 +28,6 @@ from infrastructure.outbox_publisher import OutboxPublisher
 from infrastructure.redis import streams
 from tests.factories import StartConversationFactory
 from workers.outbox_relay import OutboxRelay
-
-
-@pytest.fixture(autouse=True)
-def _patient_publishers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests check what a node publishes itself, with no relay running unless a test starts one.
-    A node gives up an XADD after ``NODE_PUBLISH_TIMEOUT`` (0.5 s) and leaves its rows to the relay, and
-    the suite's Redis can stall that long on a busy disk (an AOF fsync): more patience here, so that
-    such a stall slows a test down instead of failing it. Refused connections still fail at once."""
-    monkeypatch.setattr(outbox_publisher, "NODE_PUBLISH_TIMEOUT", 10.0)
 
 
 async def _users(services: Services, count: int) -> list[uuid.UUID]:
