@@ -80,7 +80,12 @@ NOTIFY_SQL = f"SELECT pg_notify('{CHANNEL}', '')"
 # shards): the rows of those keys nobody published, and the keyless rows of those shards (from before
 # the keys), oldest first. ``FOR UPDATE`` waits out a previous holder's delete that is not committed
 # yet (its key was released inside that statement) and then skips the deleted rows; nothing else can
-# hold these rows, since the relay takes only rows of keys it holds.
+# hold these rows, since the relay takes only rows of keys it holds. Each branch has a partial index
+# that holds only its rows, so the (generic) plan reads the rows it returns and none of the backlog of
+# other keys, which is largest when Redis comes back after an outage: the keys' rows through
+# ``ix_outbox_lock_key_id`` (migration 0011), the keyless ones through ``ix_outbox_keyless_shard_id``
+# (migration 0013), combined by a BitmapOr. Not ``ix_outbox_shard_id`` (the relay's): it holds every
+# row of a shard.
 LEFTOVERS_SQL = """
     SELECT id, shard, event_type, payload FROM outbox
     WHERE lock_key = ANY({0}::int[]) OR (lock_key IS NULL AND shard = ANY({1}::int[]))

@@ -133,8 +133,10 @@ outbox = sa.Table(
     sa.Column("lock_key", sa.Integer),
     # The relay claims the oldest rows of the shards it owns.
     sa.Index("ix_outbox_shard_id", "shard", "id"),
-    # A key's holder publishes the rows of its keys that nobody published.
+    # A key's holder publishes the rows of its keys that nobody published,
     sa.Index("ix_outbox_lock_key_id", "lock_key", "id", postgresql_where=sa.text("lock_key IS NOT NULL")),
+    # and the keyless rows of its shards, without reading the keyed ones (migration 0013).
+    sa.Index("ix_outbox_keyless_shard_id", "shard", "id", postgresql_where=sa.text("lock_key IS NULL")),
 )
 
 refresh_tokens = sa.Table(

@@ -44,7 +44,7 @@ log = logging.getLogger("parley.db")
 # per post under ``bench/fanout.py``. Generic plans are planned once per connection; without sequential
 # scans they are index scans at every table size (a generic plan cannot see that an array holds one
 # key, and on small tables it would scan them). SET LOCAL: the pool's other users are not affected.
-_BEGIN = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
+BEGIN_SQL = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 #: Connections being handed back to their pool after a commit (``SqlUnitOfWork._release_soon``).
 _releasing: set[asyncio.Future[None]] = set()
@@ -101,7 +101,7 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()
         try:
-            await self._conn.execute(_BEGIN)
+            await self._conn.execute(BEGIN_SQL)
             self._open = True
         except BaseException:
             await self._discard_connection()  # __aexit__ does not run when __aenter__ raises
