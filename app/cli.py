@@ -50,6 +50,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.ws import server_protocol
+
     settings = _settings(signing=True)  # fail fast, before uvicorn imports the app
     uvicorn.run(
         "app.asgi:create_server_app",
@@ -57,6 +59,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         proxy_headers=True,
+        ws=server_protocol.IMPORT_STRING if args.ws_protocol == "lean" else "websockets-sansio",
         # Protocol-level pings: an idle socket that does not answer within the timeout is dropped.
         ws_ping_interval=20,
         ws_ping_timeout=20,
@@ -184,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve REST and WebSocket (one node)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--ws-protocol",
+        choices=("lean", "uvicorn"),
+        default="lean",
+        help="WebSocket protocol object per socket: uvicorn's, trimmed for idle sockets (app/ws/server_protocol.py), "
+        "or uvicorn's own (websockets-sansio)",
+    )
     api.set_defaults(run=cmd_api)
 
     sub.add_parser("relay", help="publish committed outbox rows to Redis Streams (flow 2)").set_defaults(run=cmd_relay)

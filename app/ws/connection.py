@@ -122,7 +122,9 @@ class Connection:
         #: Assistant replies this socket follows (app/ws/replies.py has the rule).
         self.replies = ReplyCursors(fetch_reply)
         self._fetch_after = fetch_after
-        self._queue: deque[Item] = deque()
+        #: Frames waiting for the writer; None while there are none and no writer (an empty deque
+        #: holds a 64-slot block, ~0.7 KiB per idle socket).
+        self._queue: deque[Item] | None = None
         self._queued_bytes = 0
         self._max_queued_bytes = max_queued_bytes
         self._write_timeout = write_timeout
@@ -164,7 +166,7 @@ class Connection:
     async def stop(self) -> None:
         """The socket is gone: nothing more is queued or sent; a running writer is cancelled."""
         self._closing = self._ended = True
-        self._queue.clear()
+        self._queue = None
         writer, self._writer = self._writer, None
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -179,10 +181,14 @@ class Connection:
         if self._closing:
             return
         size = _size(item)
-        if self._queued_bytes + size > self._max_queued_bytes or len(self._queue) >= MAX_QUEUED_FRAMES:
+        queue = self._queue
+        full = queue is not None and len(queue) >= MAX_QUEUED_FRAMES
+        if full or self._queued_bytes + size > self._max_queued_bytes:
             self._cut_off()
             return
-        self._queue.append(item)
+        if queue is None:
+            self._queue = queue = deque()
+        queue.append(item)
         self._queued_bytes += size
         self._wake()
 
@@ -203,15 +209,16 @@ class Connection:
         """Close after what is already queued."""
         if not self._closing:
             self._closing = True
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(Close(code, reason))
             self._wake()
 
     def end(self, code: int, reason: str) -> None:
         """Close now: what is queued is dropped (the client resyncs with after_seq if it comes back)."""
         self._closing = True
-        self._queue.clear()
+        self._queue = deque((Close(code, reason),))
         self._queued_bytes = 0
-        self._queue.append(Close(code, reason))
         self._wake()
 
     def session_expired(self, now: float | None = None) -> bool:
@@ -229,7 +236,7 @@ class Connection:
                 await self._linger.wait()
                 if not self._queue:
                     break
-            self._writer = None  # nothing more came: an idle socket keeps no writer
+            self._writer = self._queue = None  # nothing more came: an idle socket keeps no writer, no queue
         except asyncio.CancelledError:
             if not self._stalled:
                 raise
@@ -267,7 +274,7 @@ class Connection:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._queue.clear()
+        self._queue = None
         if self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
 
