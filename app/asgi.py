@@ -24,8 +24,7 @@ from app.deps import SERVICES
 from app.errors import handle_exception, quiet_client_faults
 from app.openapi import assets_router, complete_document, openapi_config, repair_options_handlers
 from app.webapp import Bundle, WebAppController
-from app.ws import direct_send
-from app.ws.gateway import gateway
+from app.ws import direct_send, route
 from app.ws.node import Node
 from infrastructure import gc_tuning
 from infrastructure.bootstrap import Services, bootstrap
@@ -90,7 +89,6 @@ def create_app(settings: Settings | None = None, *, settle_gc: bool = False) -> 
             MetricsController,
             assets_router(),
             WebAppController,
-            gateway,
         ],
         state=State({"webapp": Bundle.load()}),
         dependencies=SERVICES,
@@ -106,6 +104,7 @@ def create_app(settings: Settings | None = None, *, settle_gc: bool = False) -> 
         logging_config=None,
     )
     repair_options_handlers(app)
-    # The access log wraps everything the app does; outside it, the server's own send is kept for the
-    # sockets' data frames (app/ws/direct_send.py).
-    return direct_send.install(install_access_log(app))
+    # ``GET /ws`` is routed before Litestar's router (app/ws/route.py); the access log wraps everything
+    # the app does; outside it, the server's own send is kept for the sockets' data frames
+    # (app/ws/direct_send.py).
+    return direct_send.install(install_access_log(route.install(app)))

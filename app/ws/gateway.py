@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from litestar import WebSocket, websocket
+from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from app.deps import bearer_token
@@ -91,7 +91,6 @@ async def authenticate(socket: WebSocket[Any, Any, Any], services: Services) -> 
     return await services.auth.authenticate(bearer_token(header(socket, b"authorization")))
 
 
-@websocket("/ws", name="gateway")
 async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
     services: Services = socket.app.state.services
     node: Node = socket.app.state.node

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,11 @@ from uuid import UUID
 import msgspec
 import pytest
 import sqlalchemy as sa
+import uvicorn
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
+from app.ws import server_protocol
 from infrastructure import outbox_publisher
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db import outbox as db_outbox
@@ -78,6 +81,31 @@ async def client(settings: Settings, clean_state: None) -> AsyncIterator[AsyncTe
 
 
 Project = Callable[[], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The API node on a real uvicorn server on a free port, in this process, with the WebSocket protocol
+    ``parley api`` uses; yields its /ws URL."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        ws=server_protocol.IMPORT_STRING,
+        log_config=None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+            await asyncio.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
 
 
 async def publish_everything(services: Services) -> None:

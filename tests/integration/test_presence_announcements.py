@@ -12,19 +12,16 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 import pytest
 import sqlalchemy as sa
-import uvicorn
 import websockets
 from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.asgi import create_app
 from app.ws.fanout import Signal
 from app.ws.presence_announcer import PresenceAnnouncer
 from infrastructure.auth.jwt_codec import JwtCodec
@@ -33,6 +30,7 @@ from infrastructure.db.tables import conversations, participants, users
 from infrastructure.redis import groups, keys
 from infrastructure.redis.presence import Presence
 from infrastructure.settings import Settings
+from tests.integration.conftest import serving
 
 SOCKETS = 300
 
@@ -67,23 +65,6 @@ async def _room(settings: Settings, members: int) -> tuple[uuid.UUID, list[uuid.
     return watcher, others, conversation_id
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[str]:
-    """The API node on a real uvicorn server on a free port, in this process; yields its /ws URL."""
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-            await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
-
-
 async def _sample_backends(dsn: str, stop: asyncio.Event) -> int:
     """The most client connections PostgreSQL had on this database at any sample until ``stop``."""
     conn = await asyncpg.connect(dsn)
@@ -113,7 +94,7 @@ async def test_a_mass_close_reaches_the_watcher_without_exceeding_the_pools(
     dropped_before = _counter("parley_ws_presence_dropped_total")
     stop_sampling = asyncio.Event()
     caplog.set_level(logging.INFO)
-    async with _serving(small) as url:
+    async with serving(small) as url:
         sampler = asyncio.create_task(_sample_backends(asyncpg_dsn(small), stop_sampling))
         watcher = await websockets.connect(url, additional_headers=headers(watcher_id))
         await watcher.send(json.dumps({"type": "join", "conversation_id": str(conversation_id)}))
