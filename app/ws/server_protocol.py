@@ -3,19 +3,23 @@
 A node holds thousands of sockets that send nothing for minutes, so what one costs at rest is the
 node's memory (``bench/connections.py``). uvicorn's sans-I/O protocol (``websockets-sansio``, its
 default with the websockets library) keeps, for the whole life of every socket, three things only the
-first moments or the busy ones need; ``tracemalloc`` in a node holding 1,000 idle sockets put them
-at about 7 of the 30 KiB of Python objects a socket held:
+first moments or the busy ones need:
 
-- the handshake's request and response (``request``, ``response``: every header, parsed), ~3.5 KiB,
-  kept after the 101 went out. Dropped once the handshake is over (``start_keepalive`` is called
-  exactly then).
+- the handshake's request and response (``request``, ``response``), kept after the 101 went out.
+  Dropped once the handshake is over (``start_keepalive`` is called exactly then). The request
+  itself lives on in the websockets library's parser, which keeps it for the connection's life; the
+  response and its headers go.
 - an ``asyncio.Queue`` for the frames read and not yet received by the app: three deques and an
-  ``asyncio.Event`` with a fourth, ~3 KiB, whether or not a frame ever waits in them. ``_Received``
-  does what the protocol asks of it (``put_nowait``, ``get``, ``empty``) with a list, which holds no
-  storage while empty. uvicorn pauses reading after each frame until the app has taken everything
-  queued, so the list holds one or two events at a time.
-- ``writable``, an ``asyncio.Event`` (a deque, ~0.7 KiB) that every send waits on while the
-  transport's buffer is full. ``_Flag`` keeps its waiters only while there are any.
+  ``asyncio.Event`` with a fourth, ~0.7 KiB each, whether or not a frame ever waits in them.
+  ``_Received`` does what the protocol asks of it (``put_nowait``, ``get``, ``empty``) with a list,
+  which holds no storage while empty. uvicorn pauses reading after each frame until the app has taken
+  everything queued, so the list holds one or two events at a time.
+- ``writable``, an ``asyncio.Event`` (a deque) that every send waits on while the transport's buffer
+  is full. ``_Flag`` keeps its waiters only while there are any.
+
+Measured with ``tracemalloc`` in a node holding 1,000 idle sockets: 3.6 KiB fewer Python objects per
+socket (29.5 -> 25.9 KiB); at 20,000 sockets on two nodes, 5.3-5.7 KiB less RSS per socket than with
+uvicorn's own protocol, and 0.5 ms less CPU per connect (3.16 against 3.66 ms, one run).
 
 Everything else is uvicorn's (the handshake, frames, pings, closes), so the class stays small; it
 relies on those three attribute names, which ``tests/unit/test_server_protocol.py`` checks against

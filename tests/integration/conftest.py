@@ -12,11 +12,9 @@ from uuid import UUID
 import msgspec
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from litestar.testing import AsyncTestClient
 
 from app.asgi import create_app
-from app.ws import server_protocol
 from infrastructure import outbox_publisher
 from infrastructure.bootstrap import Services, bootstrap
 from infrastructure.db import outbox as db_outbox
@@ -25,6 +23,7 @@ from infrastructure.redis import streams
 from infrastructure.settings import Settings
 from tests.factories import ConversationCreateFactory, RegisterBodyFactory
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.uvicorn_server import running
 
 
 @dataclass
@@ -87,25 +86,8 @@ Project = Callable[[], Awaitable[int]]
 async def serving(settings: Settings) -> AsyncIterator[str]:
     """The API node on a real uvicorn server on a free port, in this process, with the WebSocket protocol
     ``parley api`` uses; yields its /ws URL."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=0,
-        ws=server_protocol.IMPORT_STRING,
-        log_config=None,
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-            await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with running(create_app(settings)) as (_, port):
         yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 async def publish_everything(services: Services) -> None:

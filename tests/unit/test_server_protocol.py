@@ -16,6 +16,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from app.ws import server_protocol
 from app.ws.server_protocol import LeanWebSocketProtocol
+from tests.uvicorn_server import running
 
 #: Close codes the echo app received, in order.
 _CLOSES: list[int] = []
@@ -36,18 +37,8 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def _serving(ws: Any) -> AsyncIterator[tuple[uvicorn.Server, str]]:
-    config = uvicorn.Config(_echo, host="127.0.0.1", port=0, ws=ws, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-            await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with running(_echo, ws=ws, lifespan="off") as (server, port):
         yield server, f"ws://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 def _protocols(server: uvicorn.Server) -> list[Any]:
