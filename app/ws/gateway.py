@@ -1,12 +1,12 @@
-"""``GET /ws``: authenticate first, then one reader task per socket; a handler task while client frames
-wait to be handled and a writer task (``app/ws/connection.py``) while frames wait to be sent, each
-ending when it has had nothing to do for a moment (``app/ws/linger.py``), so an idle socket costs the
-ASGI task and its reader only.
+"""``GET /ws`` (routed here by ``app/ws/route.py``): authenticate first, then the socket's ASGI task
+reads it; a handler task while client frames wait to be handled and a writer task
+(``app/ws/connection.py``) while frames wait to be sent, each ending when it has had nothing to do for
+a moment (``app/ws/linger.py``), so an idle socket costs its ASGI task only.
 
 Close codes: 4401 authentication failed or the session ended (token expired without a ``refresh``,
 logged out, revoked, account deleted: see ``app/ws/sessions.py``), 4403 Origin not allowed, 1008 too
 many sockets for the user, 1009 frame too large, 1013 client too slow to keep up or PostgreSQL
-unreachable at connect. Everything else is an ``error`` frame and the socket stays open: one bad frame
+unreachable at connect, 1011 an unexpected failure (``app/ws/route.py``). Everything else is an ``error`` frame and the socket stays open: one bad frame
 never costs a client its connection.
 """
 
