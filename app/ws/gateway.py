@@ -6,8 +6,8 @@ a moment (``app/ws/linger.py``), so an idle socket costs its ASGI task only.
 Close codes: 4401 authentication failed or the session ended (token expired without a ``refresh``,
 logged out, revoked, account deleted: see ``app/ws/sessions.py``), 4403 Origin not allowed, 1008 too
 many sockets for the user, 1009 frame too large, 1013 client too slow to keep up or PostgreSQL
-unreachable at connect, 1011 an unexpected failure (``app/ws/route.py``). Everything else is an ``error`` frame and the socket stays open: one bad frame
-never costs a client its connection.
+unreachable at connect, 1011 an unexpected failure (``app/ws/route.py``). Everything else is an
+``error`` frame and the socket stays open: one bad frame never costs a client its connection.
 """
 
 from __future__ import annotations
