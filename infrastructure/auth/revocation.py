@@ -9,19 +9,15 @@ account was deleted.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-# For each (user, jti), in the order given: does the token's account still exist, and was the token
-# revoked? One round trip for every check waiting (``SessionRecord.check``).
+# One round trip: does the token's account still exist, and was the token revoked?
 _CHECK = """
-    SELECT EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id) AS user_exists,
-           EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = s.jti) AS revoked
-    FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS s(user_id, jti, n)
-    ORDER BY s.n
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists,
+           EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $2) AS revoked
 """
 # Revoke, pruning a few expired entries on the way (they can never match again).
 _REVOKE = """
@@ -63,49 +59,15 @@ _USE_TICKET = """
 class SessionRecord:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        #: Checks asked for and not yet sent to PostgreSQL; ``_checking`` sends them while there are any.
-        self._waiting: list[tuple[UUID, str, asyncio.Future[tuple[bool, bool]]]] = []
-        self._checking: asyncio.Task[None] | None = None
 
     async def revoke(self, jti: str, expires_at: datetime) -> None:
         await self._pool.execute(_REVOKE, jti, expires_at)
 
     async def check(self, user_id: UUID, jti: str) -> tuple[bool, bool]:
-        """(the account exists, the token is revoked), as PostgreSQL has it after this call began.
-
-        Every authenticated request and every WebSocket connect asks this. Checks that arrive together
-        share one query: the first starts a task that sends what is waiting, and what arrives while its
-        query runs goes in the next one, so a batch's query always starts after each of its checks was
-        asked (a logout committed before a check is seen by it). Alone, a check is one query as before;
-        in a reconnect storm, one query answers many."""
-        answer: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((user_id, jti, answer))
-        if self._checking is None:
-            self._checking = asyncio.create_task(self._check_waiting())
-        return await answer
-
-    async def _check_waiting(self) -> None:
-        batch: list[tuple[UUID, str, asyncio.Future[tuple[bool, bool]]]] = []
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                try:
-                    rows = await self._pool.fetch(_CHECK, [b[0] for b in batch], [b[1] for b in batch])
-                except Exception as exc:  # PostgreSQL unreachable, say: every check of the batch fails with it
-                    for *_, answer in batch:
-                        if not answer.done():
-                            answer.set_exception(exc)
-                    continue
-                for (*_, answer), row in zip(batch, rows, strict=True):
-                    if not answer.done():  # a caller that gave up (cancelled) is skipped
-                        answer.set_result((bool(row["user_exists"]), bool(row["revoked"])))
-        finally:
-            self._checking = None
-            # Only if this task was cancelled (the node stopping): nothing will answer these any more.
-            left, self._waiting = [*batch, *self._waiting], []
-            for *_, answer in left:
-                if not answer.done():
-                    answer.cancel()
+        """(the account exists, the token is revoked)."""
+        row = await self._pool.fetchrow(_CHECK, user_id, jti)
+        assert row is not None
+        return bool(row["user_exists"]), bool(row["revoked"])
 
     async def invalid_sessions(self, sessions: list[tuple[str, UUID]]) -> set[str]:
         """The jtis, among these (jti, user) pairs, revoked or of a deleted account."""
