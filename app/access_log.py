@@ -21,6 +21,7 @@ from litestar import Litestar
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from app.deps import scope_header
 from app.ws.metrics import CLOSES
 from infrastructure.logs import connection_id, redact, request_id
 
@@ -30,11 +31,8 @@ _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _incoming_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _SANE_ID.match(text) else None
-    return None
+    text = scope_header(scope, b"x-request-id")
+    return text if text is not None and _SANE_ID.match(text) else None
 
 
 def _target(scope: Scope) -> str:

@@ -9,6 +9,7 @@ from uuid import UUID
 from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.types import Scope
 
 from domain.errors import Forbidden, Unauthorized
 from domain.values import UserRole
@@ -30,6 +31,15 @@ class CurrentUser:
 #: Handler parameter types: Litestar injects by parameter name (``services``, ``user``).
 ServicesDep = NamedDependency[Services]
 UserDep = NamedDependency[CurrentUser]
+
+
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """One request header (``name`` in lower case) read from the ASGI scope, without building a headers
+    object: a WebSocket would keep that object for its whole life (2 KiB per idle socket)."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
-from app.deps import bearer_token
+from app.deps import bearer_token, scope_header
 from app.errors import is_unavailable
 from app.reply_access import reply_of
 from app.ws import frames, metrics
@@ -66,15 +66,6 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return urlsplit(origin).netloc == (host or "")
 
 
-def header(socket: WebSocket[Any, Any, Any], name: bytes) -> str | None:
-    """One request header (``name`` in lower case), read from the ASGI scope: ``socket.headers`` would
-    parse all of them into an object the socket keeps for its whole life (2 KiB per idle socket)."""
-    for key, value in socket.scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def query_param(socket: WebSocket[Any, Any, Any], name: str) -> str | None:
     """One query parameter, parsed on the spot (``socket.query_params`` is kept by the socket too)."""
     for key, value in parse_qsl(socket.scope["query_string"].decode("latin-1")):
@@ -88,13 +79,14 @@ async def authenticate(socket: WebSocket[Any, Any, Any], services: Services) -> 
     ticket = query_param(socket, "ticket")
     if ticket:
         return await services.auth.redeem_ws_ticket(ticket)
-    return await services.auth.authenticate(bearer_token(header(socket, b"authorization")))
+    return await services.auth.authenticate(bearer_token(scope_header(socket.scope, b"authorization")))
 
 
 async def gateway(socket: WebSocket[Any, Any, Any]) -> None:
     services: Services = socket.app.state.services
     node: Node = socket.app.state.node
-    if not origin_allowed(header(socket, b"origin"), header(socket, b"host"), services.settings.server.allowed_origins):
+    origin, host = scope_header(socket.scope, b"origin"), scope_header(socket.scope, b"host")
+    if not origin_allowed(origin, host, services.settings.server.allowed_origins):
         await _refuse(socket, CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
         return
     try:
