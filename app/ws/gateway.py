@@ -194,7 +194,8 @@ class Session:
         reading = asyncio.current_task()
         assert reading is not None
         self._reading = reading
-        self.conn.finished().add_done_callback(self._stop_reading)
+        finished = self.conn.finished()
+        finished.add_done_callback(self._stop_reading)
         try:
             await self._read_loop()
         except asyncio.CancelledError:
@@ -202,6 +203,9 @@ class Session:
                 raise  # the node is stopping (or both): not ours to swallow
         finally:
             self._reading = None  # from here on, the writer's end cancels nothing
+            # The future (the connection's) would keep this session through the callback, a reference
+            # cycle left to the garbage collector when the client, not the writer, ended the socket.
+            finished.remove_done_callback(self._stop_reading)
 
     def _stop_reading(self, _: asyncio.Future[None]) -> None:
         if self._reading is not None:

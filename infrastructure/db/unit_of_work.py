@@ -91,8 +91,15 @@ class SqlUnitOfWork:
         self._conn: asyncpg.Connection | None = None
         #: A transaction is open on ``_conn`` (neither committed nor rolled back).
         self._open = False
-        #: Pass this as the handler's clock to stamp with the database's time (``post_message``).
-        self.clock = DatabaseClock(self)
+
+    @property
+    def clock(self) -> DatabaseClock:
+        """Pass this as the handler's clock to stamp with the database's time (``post_messages``).
+        A new one per access, not an attribute: a unit of work that held its own clock would be a
+        reference cycle, and every post's unit of work (its repositories, rows and aggregates, some
+        25 objects) garbage that only the cyclic collector frees, in pauses of 10 to 40 ms on a
+        loaded node (docs/perf/README.md, "Garbage")."""
+        return DatabaseClock(self)
 
     @property
     def active(self) -> bool:
