@@ -102,9 +102,15 @@ def _rss(pids: list[int]) -> list[int]:
 
 
 async def measure(
-    variant: Variant, args: argparse.Namespace, sockets: list[SocketSpec], nodes: list[Server]
+    variant: Variant,
+    args: argparse.Namespace,
+    sockets: list[SocketSpec],
+    nodes: list[Server],
+    services: dict[str, list[int]],
 ) -> dict[str, Any]:
-    """Hold, storm and (optionally) failover against running nodes."""
+    """Hold, storm and (optionally) failover against running nodes; ``services``: the other server
+    processes by group (PostgreSQL, Redis, relay), whose CPU during a storm is reported beside the
+    nodes' and the clients'."""
     pids = [s.popen.pid for s in nodes if s.popen]
     urls = sorted({s.url for s in sockets}, key=[s.url for s in sockets].index)
     per_node = [sum(1 for s in sockets if s.url == u) for u in urls]
@@ -142,7 +148,11 @@ async def measure(
         out["rss_mb"] = [a / 2**20 for a in after]
         out["open"], out["join"] = cuts(hold.open_ms), cuts(hold.join_ms)
         for round_ in range(args.storms):
+            storm_cpu = Sampler({"nodes": [p for pid in pids for p in _tree(pid)], **services})
+            storm_cpu.groups["clients"] = [p.pid for p in procs if p.pid]
+            storm_cpu.start()
             storm = await _fan(procs, "storm", time.time() + 0.5)
+            out["storm_cpu"] = await storm_cpu.stop()
             out.setdefault("storm_s", []).append(storm.settled_at - storm.started_at)
             out["storm_failed"] = out.get("storm_failed", 0) + storm.failed
             out["storm_errors"] = out.get("storm_errors", []) + storm.errors
@@ -179,7 +189,10 @@ async def run_parley(
             server.start()
         await asyncio.gather(*(s.wait_ready("/health/ready") for s in servers[1:]))
         sockets = await parley_setup(_layout_args(args), [s.port for s in servers[1:] if s.port])
-        return await measure(variant, args, sockets, servers[1:])
+        relay = [servers[0].popen.pid] if servers[0].popen else []
+        postgres = [int(pg.server.get_postmaster_info().pid)]
+        services = {"postgres": postgres, "redis": [redis.process.pid], "relay": relay}
+        return await measure(variant, args, sockets, servers[1:], services)
     finally:
         for server in reversed(servers):
             server.stop()
@@ -190,7 +203,7 @@ async def run_baseline(args: argparse.Namespace, tmp: Path, redis: EmbeddedRedis
     try:
         await start_socketio_nodes(servers)
         sockets = baseline_setup(_layout_args(args), [s.port for s in servers if s.port])
-        return await measure(Variant("socketio", "baseline"), args, sockets, servers)
+        return await measure(Variant("socketio", "baseline"), args, sockets, servers, {"redis": [redis.process.pid]})
     finally:
         for server in servers:
             server.stop()
@@ -198,6 +211,10 @@ async def run_baseline(args: argparse.Namespace, tmp: Path, redis: EmbeddedRedis
 
 def _layout_args(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(connections=args.connections, rooms=args.connections // args.room_size, senders=1)
+
+
+#: Process groups whose CPU a storm reports ("machine": every process, the kernel included).
+STORM_CPU_GROUPS = ("nodes", "clients", "postgres", "redis", "relay", "machine")
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]], nofile: int, code: str) -> None:
@@ -240,6 +257,11 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], nofile: int,
         "\nclient process, every socket held;"
         "\nstorm s = from every client dropping its socket to the last rejoin, per storm round."
     )
+    print("\nCPU % during the (last) storm, 100 = one core, from the drop to the last rejoin:")
+    print(f"{'variant':<16}" + "".join(f"{g:>10}" for g in STORM_CPU_GROUPS))
+    for r in results:
+        if "storm_cpu" in r:
+            print(f"{r['variant']:<16}" + "".join(f"{r['storm_cpu'].get(g, 0):>10.0f}" for g in STORM_CPU_GROUPS))
     for r in results:
         notes = {k: r[k] for k in ("failed", "errors", "storm_failed", "storm_errors", "failover_failed") if r.get(k)}
         if notes:

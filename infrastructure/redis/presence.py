@@ -4,10 +4,19 @@ Each user has a hash ``socket id -> node id``. Liveness is the node's, not the s
 already refreshes its own alive key (``keys.node_alive``, TTL 60 s), so keeping presence costs one
 write per node per heartbeat however many sockets it holds, and the sockets of a node killed without
 saying goodbye stop counting once its key expires. Entries of dead nodes are pruned lazily.
+
+A socket's connect and close are one round trip to Redis, not two: the node remembers for
+``ALIVE_KNOWN_SECONDS`` which nodes it found alive (and takes itself to be alive), where it asked the
+alive keys whenever the user had another socket (in a reconnect storm, nearly every time). A dead
+node's sockets then count at most that much longer than its key's TTL, which is already a minute.
+Nodes found dead are asked again every time (their entries are pruned, and a wrong "dead" would prune
+a live node's sockets), and ``online``, the snapshot a client asks for, always asks.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -16,12 +25,17 @@ from infrastructure.redis import keys
 
 #: Bounds the garbage of a user who never connects again after their node died.
 ENTRY_TTL_SECONDS = 24 * 3600
+#: How long a node found alive is taken to be alive without asking Redis again.
+ALIVE_KNOWN_SECONDS = 5.0
 
 
 class Presence:
-    def __init__(self, redis: Redis, node_id: str) -> None:
+    def __init__(self, redis: Redis, node_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._node_id = node_id
+        self._clock = clock
+        #: node id -> when it was last found alive (``clock``).
+        self._alive_at: dict[str, float] = {}
 
     async def connect(self, user_id: UUID, socket_id: str) -> int:
         """Record a socket; returns how many other live sockets the user has (0: just came online).
@@ -50,9 +64,7 @@ class Presence:
         """Count entries whose node is alive, pruning those of dead nodes."""
         if not entries:
             return 0
-        nodes = sorted({node.decode() for node in entries.values()})
-        alive_flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
-        alive = {n for n, flag in zip(nodes, alive_flags, strict=True) if flag is not None}
+        alive = await self._alive({node.decode() for node in entries.values()})
         dead = [sid.decode() for sid, node in entries.items() if node.decode() not in alive]
         if dead:
             await self._redis.hdel(key, *dead)  # type: ignore[misc]
@@ -67,9 +79,30 @@ class Presence:
         for user_id in user_ids:
             pipe.hgetall(keys.presence(user_id))
         entries: list[dict[bytes, bytes]] = await pipe.execute()
-        nodes = sorted({node.decode() for e in entries for node in e.values()})
+        nodes = {node.decode() for e in entries for node in e.values()}
         if not nodes:
             return set()
-        flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
-        alive = {n.encode() for n, flag in zip(nodes, flags, strict=True) if flag is not None}
+        flags = await self._redis.mget([keys.node_alive(n) for n in sorted(nodes)])
+        alive = {n.encode() for n, flag in zip(sorted(nodes), flags, strict=True) if flag is not None}
         return {u for u, e in zip(user_ids, entries, strict=True) if any(node in alive for node in e.values())}
+
+    async def _alive(self, nodes: set[str]) -> set[str]:
+        """Which of ``nodes`` are alive: this one, those found alive within ``ALIVE_KNOWN_SECONDS``, and
+        the rest asked of Redis in one MGET (none when every one is known)."""
+        now = self._clock()
+        known = {
+            n
+            for n in nodes
+            if n == self._node_id or ((seen := self._alive_at.get(n)) is not None and now - seen < ALIVE_KNOWN_SECONDS)
+        }
+        unknown = sorted(nodes - known)
+        if not unknown:
+            return known
+        flags = await self._redis.mget([keys.node_alive(n) for n in unknown])
+        # Forget what is out of date (nodes come and go: the dict holds the ones seen lately only).
+        self._alive_at = {n: seen for n, seen in self._alive_at.items() if now - seen < ALIVE_KNOWN_SECONDS}
+        for node, flag in zip(unknown, flags, strict=True):
+            if flag is not None:
+                self._alive_at[node] = now
+                known.add(node)
+        return known
