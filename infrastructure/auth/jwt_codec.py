@@ -8,11 +8,22 @@ Single use is kept in PostgreSQL (``SessionRecord.use_ticket``), not in Redis.
 Clock leeway: ``LEEWAY_SECONDS`` on ``exp`` and ``iat``, the skew tolerated between the node that
 issued a token and the node checking it. Nodes must run NTP; a node further off refuses tokens the
 others issued (``iat`` in its future) or accepts them a little past expiry.
+
+Access tokens verified lately are remembered, token -> claims (``VERIFIED_KEPT`` at most, the oldest
+forgotten first): a client presents the same token on every request and every reconnect until it
+refreshes, and pyjwt's check costs 50-80 µs, most of it preparing the key again each time (it parses
+the secret as JSON to refuse a JWK passed as a secret). That was a tenth of an API node's CPU in a
+reconnect storm. A remembered token is the same bytes that passed every check, signature included,
+so only its expiry can change: that is checked on every use. Failures are not remembered. Tickets
+are single use, so they are not remembered either. Revocation is not this module's: every use of a
+token is still checked against PostgreSQL (``SessionRecord.check``).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +38,8 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "jti"]
 TICKET_CLAIMS = [*REQUIRED_CLAIMS, "sid", "sexp"]
 #: Tolerated clock skew between nodes (seconds), on exp and iat.
 LEEWAY_SECONDS = 5
+#: Access tokens remembered as verified, per process (~0.6 KiB each).
+VERIFIED_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -45,8 +58,11 @@ class TicketClaims:
 
 
 class JwtCodec:
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, *, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        self._clock = clock
+        #: token -> (claims, the time past which it is refused: ``exp`` plus the leeway), oldest first.
+        self._verified: dict[str, tuple[AccessClaims, float]] = {}
         self._algorithm = settings.jwt_algorithm
         if self._algorithm == "HS256":
             self._signing_key: str = settings.jwt_secret
@@ -88,9 +104,20 @@ class JwtCodec:
         return jwt.encode(claims, self._signing_key, algorithm=self._algorithm), ttl
 
     def verify(self, token: str) -> AccessClaims:
-        """Decode and check signature, algorithm, exp, iat, iss, aud; any failure is one Unauthorized."""
-        claims = self._decode(token, self._settings.jwt_audience, REQUIRED_CLAIMS, "invalid or expired token")
-        return AccessClaims(user_id=UUID(claims["sub"]), jti=str(claims["jti"]), expires_at=_time(claims["exp"]))
+        """Decode and check signature, algorithm, exp, iat, iss, aud; any failure is one Unauthorized.
+        A token verified lately is only checked for expiry (module docstring)."""
+        known = self._verified.get(token)
+        if known is not None:
+            if self._clock() < known[1]:
+                return known[0]
+            del self._verified[token]
+            raise Unauthorized("invalid or expired token")
+        decoded = self._decode(token, self._settings.jwt_audience, REQUIRED_CLAIMS, "invalid or expired token")
+        claims = AccessClaims(user_id=UUID(decoded["sub"]), jti=str(decoded["jti"]), expires_at=_time(decoded["exp"]))
+        if len(self._verified) >= VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (claims, claims.expires_at.timestamp() + LEEWAY_SECONDS)
+        return claims
 
     def verify_ticket(self, ticket: str) -> TicketClaims:
         claims = self._decode(ticket, self._ticket_audience, TICKET_CLAIMS, "invalid, used or expired ticket")
