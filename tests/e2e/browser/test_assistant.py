@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import httpx
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import WebSocket, expect
 
 from tests.e2e.browser.conftest import Open, Person, shoot, start_conversation
@@ -44,8 +45,16 @@ async def readings_while_streaming(person: Person) -> list[str]:
     bubble = person.page.locator("article.streaming").last
     await expect(bubble).to_be_visible()
     readings: list[str] = []
-    while await bubble.count() and await bubble.get_attribute("aria-busy") == "true":
-        readings.append((await bubble.locator(".body").inner_text()).strip())
+    while await bubble.count():
+        try:
+            # Short timeouts: the answer may end between two of these reads, and then there is no
+            # streaming bubble left to wait for (the default 30 s wait for it failed this test).
+            if await bubble.get_attribute("aria-busy", timeout=1000) != "true":
+                break
+            text = await bubble.locator(".body").inner_text(timeout=1000)
+        except PlaywrightTimeoutError:
+            break
+        readings.append(text.strip())
         await asyncio.sleep(0.15)
     return readings
 
