@@ -79,11 +79,11 @@ class Presence:
         for user_id in user_ids:
             pipe.hgetall(keys.presence(user_id))
         entries: list[dict[bytes, bytes]] = await pipe.execute()
-        nodes = {node.decode() for e in entries for node in e.values()}
+        nodes = sorted({node.decode() for e in entries for node in e.values()})
         if not nodes:
             return set()
-        flags = await self._redis.mget([keys.node_alive(n) for n in sorted(nodes)])
-        alive = {n.encode() for n, flag in zip(sorted(nodes), flags, strict=True) if flag is not None}
+        flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
+        alive = {n.encode() for n, flag in zip(nodes, flags, strict=True) if flag is not None}
         return {u for u, e in zip(user_ids, entries, strict=True) if any(node in alive for node in e.values())}
 
     async def _alive(self, nodes: set[str]) -> set[str]:
