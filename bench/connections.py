@@ -148,8 +148,8 @@ async def measure(
         out["rss_mb"] = [a / 2**20 for a in after]
         out["open"], out["join"] = cuts(hold.open_ms), cuts(hold.join_ms)
         for round_ in range(args.storms):
-            storm_cpu = Sampler({"nodes": [p for pid in pids for p in _tree(pid)], **services})
-            storm_cpu.groups["clients"] = [p.pid for p in procs if p.pid]
+            nodes_now = [p for pid in pids for p in _tree(pid)]
+            storm_cpu = Sampler({"nodes": nodes_now, "clients": [p.pid for p in procs if p.pid], **services})
             storm_cpu.start()
             storm = await _fan(procs, "storm", time.time() + 0.5)
             out["storm_cpu"] = await storm_cpu.stop()

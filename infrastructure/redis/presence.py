@@ -79,11 +79,10 @@ class Presence:
         for user_id in user_ids:
             pipe.hgetall(keys.presence(user_id))
         entries: list[dict[bytes, bytes]] = await pipe.execute()
-        nodes = sorted({node.decode() for e in entries for node in e.values()})
+        nodes = {node.decode() for e in entries for node in e.values()}
         if not nodes:
             return set()
-        flags = await self._redis.mget([keys.node_alive(n) for n in nodes])
-        alive = {n.encode() for n, flag in zip(nodes, flags, strict=True) if flag is not None}
+        alive = {n.encode() for n in await self._ask_alive(nodes)}
         return {u for u, e in zip(user_ids, entries, strict=True) if any(node in alive for node in e.values())}
 
     async def _alive(self, nodes: set[str]) -> set[str]:
@@ -95,14 +94,17 @@ class Presence:
             for n in nodes
             if n == self._node_id or ((seen := self._alive_at.get(n)) is not None and now - seen < ALIVE_KNOWN_SECONDS)
         }
-        unknown = sorted(nodes - known)
+        unknown = nodes - known
         if not unknown:
             return known
-        flags = await self._redis.mget([keys.node_alive(n) for n in unknown])
+        found = await self._ask_alive(unknown)
         # Forget what is out of date (nodes come and go: the dict holds the ones seen lately only).
         self._alive_at = {n: seen for n, seen in self._alive_at.items() if now - seen < ALIVE_KNOWN_SECONDS}
-        for node, flag in zip(unknown, flags, strict=True):
-            if flag is not None:
-                self._alive_at[node] = now
-                known.add(node)
-        return known
+        self._alive_at.update(dict.fromkeys(found, now))
+        return known | found
+
+    async def _ask_alive(self, nodes: set[str]) -> set[str]:
+        """Which of ``nodes`` have their alive key now: one MGET."""
+        ordered = sorted(nodes)
+        flags = await self._redis.mget([keys.node_alive(n) for n in ordered])
+        return {n for n, flag in zip(ordered, flags, strict=True) if flag is not None}
