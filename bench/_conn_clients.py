@@ -39,6 +39,7 @@ class StepReport:
     errors: list[str] = field(default_factory=list)
     started_at: float = 0.0
     settled_at: float = 0.0  # the last join done (wall clock)
+    closed_at: float = 0.0  # storm: the last socket's close handshake done, before any reconnect (wall clock)
 
     @classmethod
     def merge(cls, reports: list[StepReport]) -> StepReport:
@@ -49,6 +50,7 @@ class StepReport:
             out.failed += r.failed
             out.errors += r.errors[: max(0, 5 - len(out.errors))]
             out.settled_at = max(out.settled_at, r.settled_at)
+            out.closed_at = max(out.closed_at, r.closed_at)
         return out
 
 
@@ -201,6 +203,7 @@ async def serve(conn: Connection, kind: str, specs: list[SocketSpec], concurrenc
             await asyncio.sleep(max(0.0, start_at - time.time()))
             report.started_at = time.time()
             await asyncio.gather(*(_close(c) for c in clients))
+            report.closed_at = time.time()
             await _connect(clients, urls, concurrency, report)
         elif command == "probe":
             # Joins one at a time on held sockets: the latency of a join, not of a queue of them.

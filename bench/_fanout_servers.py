@@ -151,17 +151,21 @@ def run_loop(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def socketio_nodes(redis_url: str, tmp: Path) -> list[Server]:
+def socketio_nodes(redis_url: str, tmp: Path, database_url: str | None = None) -> list[Server]:
     """The baseline's two Socket.IO nodes (``bench/peers/socketio_server.py``), not started yet, sharing
-    rooms through ``redis_url``; their logs go to ``tmp``."""
+    rooms through ``redis_url``; their logs go to ``tmp``. With ``database_url`` (an asyncpg DSN), the
+    durable baseline: every message INSERTed before it is emitted."""
     from infrastructure.embedded import free_port
 
     script = str(ROOT / "bench" / "peers" / "socketio_server.py")
+    name = "sio" if database_url is None else "siodb"
     nodes = []
     for n in (1, 2):
         port = free_port()
         argv = [script, "--port", str(port), "--redis-url", redis_url]
-        nodes.append(Server(f"sio{n}", argv, dict(os.environ), tmp / f"sio{n}.log", port))
+        if database_url is not None:
+            argv += ["--database-url", database_url]
+        nodes.append(Server(f"{name}{n}", argv, dict(os.environ), tmp / f"{name}{n}.log", port))
     return nodes
 
 

@@ -154,6 +154,7 @@ async def measure(
             storm = await _fan(procs, "storm", time.time() + 0.5)
             out["storm_cpu"] = await storm_cpu.stop()
             out.setdefault("storm_s", []).append(storm.settled_at - storm.started_at)
+            out.setdefault("storm_close_s", []).append(storm.closed_at - storm.started_at)
             out["storm_failed"] = out.get("storm_failed", 0) + storm.failed
             out["storm_errors"] = out.get("storm_errors", []) + storm.errors
             out["storm_open"], out["storm_join"] = cuts(storm.open_ms), cuts(storm.join_ms)
@@ -230,7 +231,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], nofile: int,
     )
     head = (
         f"{'variant':<16}{'held':>12}{'RSS KiB/conn':>16}{'node RSS MB':>14}{'CPU ms/conn':>12}{'idle CPU%':>10}"
-        f"{'connect s':>10}{'open p50/99':>16}{'join p50/99':>15}{'1 join p50/99':>15}{'storm s':>10}"
+        f"{'connect s':>10}{'open p50/99':>16}{'join p50/99':>15}{'1 join p50/99':>15}{'storm s':>10}{'closes s':>10}"
         f"{'storm open':>16}{'storm join':>15}" + ("  failover s" if args.failover else "")
     )
     print(head + "\n" + "-" * len(head))
@@ -239,11 +240,12 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], nofile: int,
             print(f"{r['variant']:<16} failed: {r['error']}")
             continue
         storms = "/".join(f"{s:.1f}" for s in r.get("storm_s", [])) or "-"
+        closes = "/".join(f"{s:.1f}" for s in r.get("storm_close_s", [])) or "-"
         line = (
             f"{r['variant']:<16}{r['held']:>6}/{r['connections']:<5}"
             f"{'/'.join(f'{v:.1f}' for v in r['rss_kib']):>16}{'/'.join(f'{v:.0f}' for v in r['rss_mb']):>14}"
             f"{r['connect_cpu_ms']:>12.2f}{r['idle_cpu']:>10.1f}{r['connect_s']:>10.1f}{_ms(r['open']):>16}{_ms(r['join']):>15}{_ms(r.get('probe_join')):>15}"
-            f"{storms:>10}{_ms(r.get('storm_open')):>16}{_ms(r.get('storm_join')):>15}"
+            f"{storms:>10}{closes:>10}{_ms(r.get('storm_open')):>16}{_ms(r.get('storm_join')):>15}"
         )
         if args.failover:
             line += f"  {r.get('failover_s', 0):.1f} ({r.get('failover_moved', 0)} moved)"
@@ -255,7 +257,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], nofile: int,
         "\n(baseline: + Engine.IO and namespace open), join = join -> joined (baseline: join event -> ack), in ms,"
         "\nwhile all connect (--connect-concurrency in flight); 1 join = a join on a held socket, one at a time per"
         "\nclient process, every socket held;"
-        "\nstorm s = from every client dropping its socket to the last rejoin, per storm round."
+        "\nstorm s = from every client dropping its socket to the last rejoin, per storm round; closes s = of"
+        "\nwhich the close handshakes (each client process closes all its sockets, then reconnects them)."
     )
     print("\nCPU % during the (last) storm, 100 = one core, from the drop to the last rejoin:")
     print(f"{'variant':<16}" + "".join(f"{g:>10}" for g in STORM_CPU_GROUPS))

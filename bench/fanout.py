@@ -20,6 +20,11 @@ uvicorn server and the same private Redis, driven by the same scenario. It acks 
 handed to Redis; it keeps nothing, authenticates no one and numbers nothing, so a node that misses a
 pub/sub message loses it for good. The ratios parley/baseline are the price of the durable record.
 
+``--durable-baseline`` adds a third server, the same Socket.IO nodes writing every message to the same
+PostgreSQL (one autocommit INSERT, its own commit) before emitting it: the least a team would do to
+ack only what is kept, and still with no order, numbers or catch-up. Its numbers are the floor under
+any durable design on this machine; the ratios parley/durable are what Parley's promises cost beyond it.
+
 Everything runs on this machine (loopback): the servers are started and stopped by the benchmark.
 The exit code is 1 if Parley lost, duplicated or reordered any message.
 """
@@ -46,10 +51,13 @@ import httpx
 from bench._fanout_clients import ConnectReport, LoadReport, LocalWorker, Plan, ProcWorker, SocketSpec
 from bench._fanout_clients import raise_nofile_limit as raise_nofile
 from bench._fanout_servers import ROOT, Sampler, Server, run_loop, socketio_nodes, start_socketio_nodes
+from bench.peers.socketio_server import TABLE_SQL
 from infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, start_postgres, start_redis
 
 PASSWORD = "bench-password-1"
 SERVER_GROUPS = ("nodes", "relay", "postgres", "redis")
+#: The servers a run can measure, in the order they run and are reported.
+KINDS = ("baseline", "durable", "parley")
 #: Users are reused across rooms: registration is Argon2 (~50 ms each), sockets per user are not limited here.
 MAX_USERS = 200
 LIMITS = {
@@ -200,11 +208,27 @@ async def run_parley(
             server.stop()
 
 
-async def run_baseline(args: argparse.Namespace, redis: EmbeddedRedis, tmp: Path) -> Outcome:
-    servers = socketio_nodes(redis.url, tmp)
+async def run_baseline(
+    args: argparse.Namespace, redis: EmbeddedRedis, tmp: Path, pg: EmbeddedPostgres | None = None
+) -> Outcome:
+    """The Socket.IO baseline; with ``pg``, its durable variant (a database of its own on that server)."""
+    database_url = None
+    groups: dict[str, list[int]] = {"redis": [redis.process.pid]}
+    if pg is not None:
+        import asyncpg
+
+        pg.create_database("sio")
+        database_url = pg.url("sio").replace("postgresql+asyncpg://", "postgresql://", 1)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(TABLE_SQL)
+        finally:
+            await conn.close()
+        groups["postgres"] = [int(pg.server.get_postmaster_info().pid)]
+    servers = socketio_nodes(redis.url, tmp, database_url)
     try:
         await start_socketio_nodes(servers)
-        sampler = Sampler({"nodes": [s.popen.pid for s in servers if s.popen], "redis": [redis.process.pid]})
+        sampler = Sampler({"nodes": [s.popen.pid for s in servers if s.popen], **groups})
         kind = "socketio" if args.sio_client == "socketio" else "baseline"
         sockets = baseline_setup(args, [s.port for s in servers if s.port])
         return await drive(kind, args, sockets, sampler, planned(args))
@@ -322,14 +346,18 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Any]], nofile:
         f"{args.senders} senders, {args.rate:g} msg/s for {args.duration:g} s, drain <= {args.drain:g} s, "
         f"{args.client_procs} client process(es); baseline client: {args.sio_client}\n"
     )
-    kinds = [k for k in ("parley", "baseline") if k in results]
-    head = f"{'':<30}" + "".join(f"{k:>26}" for k in kinds) + (f"{'parley/baseline':>26}" if len(kinds) == 2 else "")
+    kinds = [k for k in KINDS if k in results]
+    ratios = [k for k in kinds if k != "parley"] if "parley" in results else []
+    head = f"{'':<30}" + "".join(f"{k:>26}" for k in kinds) + "".join(f"{'parley/' + k:>26}" for k in ratios)
     print(head + "\n" + "-" * len(head))
     for label, text, num in ROWS:
         line = f"{label:<30}" + "".join(f"{text(results[k]):>26}" for k in kinds)
-        if len(kinds) == 2 and num is not None and num(results["parley"]) and num(results["baseline"]):
-            line += f"{_ratio(num(results['parley']), num(results['baseline'])):>26}"
-        print(line)
+        for k in ratios:
+            if num is not None and num(results["parley"]) and num(results[k]):
+                line += f"{_ratio(num(results['parley']), num(results[k])):>26}"
+            else:
+                line += f"{'':>26}"
+        print(line.rstrip())
     print(
         "\nCPU % = CPU time / wall time over the load and drain (100 = one core); nodes = both API/Socket.IO"
         "\nnodes. Client CPU near 100 per client process, or a growing send lag, means the load generator is the"
@@ -380,7 +408,9 @@ async def run(args: argparse.Namespace, tmp: Path, pg: EmbeddedPostgres | None, 
     results: dict[str, Any] = {}
     if not args.skip_baseline:
         results["baseline"] = summarize(await run_baseline(args, redis, tmp), args)
-    if pg is not None:
+    if args.durable_baseline and pg is not None:
+        results["durable"] = summarize(await run_baseline(args, redis, tmp, pg), args)
+    if pg is not None and not args.only_baseline:
         env = {**os.environ, **LIMITS, "PARLEY_LOG_LEVEL": "warning", "JWT_SECRET": secrets.token_hex(32)}
         env.update(DATABASE_URL=pg.url("bench"), REDIS_URL=redis.url, LLM_PROVIDER="offline")
         results["parley"] = summarize(await run_parley(args, env, tmp, pg, redis), args)
@@ -409,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
         help="baseline client: Engine.IO spoken on websockets (as Parley's client) or python-socketio's AsyncClient",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="run Parley only")
-    parser.add_argument("--only-baseline", action="store_true", help="run the Socket.IO baseline only")
+    parser.add_argument("--only-baseline", action="store_true", help="run the Socket.IO baseline(s) only")
+    parser.add_argument(
+        "--durable-baseline",
+        action="store_true",
+        help="also run the Socket.IO nodes with an INSERT (own commit) of every message before its emit",
+    )
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = parser.parse_args(argv)
     if args.skip_baseline and args.only_baseline:
@@ -425,10 +460,12 @@ def main(argv: list[str] | None = None) -> int:
         redis: EmbeddedRedis | None = None
         try:
             redis = start_redis(tmp / "redis")
+            if not args.only_baseline or args.durable_baseline:
+                pg = start_postgres(tmp / "pg")
             if not args.only_baseline:
                 from infrastructure.migrate import upgrade_head
 
-                pg = start_postgres(tmp / "pg")
+                assert pg is not None
                 pg.create_database("bench")
                 upgrade_head(pg.url("bench"))  # blocking, with its own event loop: before asyncio.run
             results = run_loop(run(args, tmp, pg, redis))

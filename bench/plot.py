@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.plot docs/perf/fanout-sweep.json --out docs/perf/delivery-vs-rate.svg
 
-One panel per percentile (p50, p99), Parley and the Socket.IO baseline as two lines, log-scaled
-latency (the tails span orders of magnitude). Needs matplotlib (the ``bench`` extra).
+One panel per percentile (p50, p99), Parley and the Socket.IO baseline (and its durable variant, when
+the sweep ran it) as lines, log-scaled latency (the tails span orders of magnitude). Needs matplotlib
+(the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-STYLE = {"parley": ("#1f6feb", "o", "Parley (durable, ordered)"), "baseline": ("#d1242f", "s", "Socket.IO + Redis")}
+STYLE = {
+    "parley": ("#1f6feb", "o", "Parley (durable, ordered)"),
+    "baseline": ("#d1242f", "s", "Socket.IO + Redis"),
+    "durable": ("#9a6700", "^", "Socket.IO + INSERT before emit"),
+}
 
 
 def plot(runs: list[dict[str, Any]], out: Path, title: str) -> None:

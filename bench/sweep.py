@@ -1,4 +1,4 @@
-"""Fan-out latency against offered rate: ``bench.fanout`` at several rates, Parley and the baseline.
+"""Fan-out latency against offered rate: ``bench.fanout`` at several rates, Parley and the baseline(s).
 
 Each rate is a fresh ``python -m bench.fanout --json`` (new servers, new PostgreSQL and Redis), so one
 run cannot warm or tire the next; within it the Socket.IO baseline and Parley run on the same
@@ -6,7 +6,7 @@ machine, one after the other. It prints one table (delivery and ack percentiles,
 loss/duplicates/order per rate) and with ``--out`` writes every run's JSON, which ``bench.plot``
 turns into the delivery-latency-vs-rate figure of docs/perf/.
 
-    .venv/bin/python -m bench.sweep --rates 200,500,1000 --out docs/perf/fanout-sweep.json
+    .venv/bin/python -m bench.sweep --rates 200,500,1000 --out docs/perf/fanout-sweep.json -- --durable-baseline
     .venv/bin/python -m bench.sweep --rates 200 --duration 5 -- --connections 200 --rooms 20 --senders 20
 
 Arguments after ``--`` go to every ``bench.fanout`` run. Exit code 1 if Parley lost, duplicated or
@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.fanout import KINDS
 
 
 def run_fanout(rate: float, duration: float, extra: list[str]) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     out = [head, "-" * len(head)]
     for run in runs:
         rate = run["params"]["rate"]
-        for kind in ("baseline", "parley"):
+        for kind in KINDS:
             s = run.get(kind)
             if s is None:
                 continue
