@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from infrastructure.auth.service import AuthService
+from infrastructure.db.begun import BegunConnections
 from infrastructure.db.group_commit import GroupCommit
 from infrastructure.db.unit_of_work import SqlUnitOfWork
 from infrastructure.embeddings.provider import Embedder
@@ -42,6 +43,8 @@ class Services:
     publisher: OutboxPublisher | None = None
     #: Posts go through here: concurrent posts of this process share transactions (group commit).
     posts: GroupCommit = field(init=False)
+    #: Connections the publisher left with their next BEGIN sent (with a publisher only).
+    begun: BegunConnections | None = None
 
     def __post_init__(self) -> None:
         self.posts = GroupCommit(self.uow, self.settings.limits, max_in_flight=self.settings.database.post_transactions)
@@ -52,17 +55,24 @@ class Services:
             shard_count=self.settings.redis.shard_count,
             # While the node's publisher is failing (Redis down), the relay publishes: see its ``healthy``.
             publisher=self.publisher if self.publisher is not None and self.publisher.healthy else None,
+            begun=self.begun,
         )
 
     def start_publisher(self) -> OutboxPublisher:
-        """From now on this process publishes what it commits."""
-        self.publisher = OutboxPublisher(self.pg, self.redis, maxlen=self.settings.redis.stream_maxlen)
+        """From now on this process publishes what it commits (and begins its next transactions ahead)."""
+        if self.begun is None:
+            self.begun = BegunConnections(self.pg)
+        self.publisher = OutboxPublisher(
+            self.pg, self.redis, maxlen=self.settings.redis.stream_maxlen, begun=self.begun
+        )
         return self.publisher
 
     async def close(self) -> None:
         await self.posts.close()
         if self.publisher is not None:
             await self.publisher.close()
+        if self.begun is not None:
+            await self.begun.close()
         await self.embeddings.close()
         await self.redis.aclose()
         await self.pg.close()

@@ -9,7 +9,8 @@ again, and consumers absorb the duplicates by seq.
 The unit of work holds the publish keys of the conversations it wrote, past its COMMIT, and hands the
 connection over with the rows to publish: the rows of those keys nobody had published, then its own,
 oldest first, its own straight from memory. The publisher XADDs them, then deletes them and lets the
-keys go in one statement (``outbox.RELEASE_SQL``), and gives the connection back to the pool. Whoever
+keys go in one statement (``outbox.RELEASE_SQL``), and gives the connection back: with its next BEGIN
+sent, to wait for the next unit of work (``infrastructure/db/begun.py``), or to the pool. Whoever
 writes one of those conversations next waits for its key, so each conversation's events reach its
 stream in commit order, whichever node wrote them (``infrastructure/db/outbox.py``, migration 0011).
 If Redis refuses or does not answer within ``NODE_PUBLISH_TIMEOUT``, the rows stay in the outbox and
@@ -33,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infrastructure.db import outbox
+from infrastructure.db.begun import BegunConnections
 from infrastructure.db.outbox import OutboxRow
 from infrastructure.redis import streams
 
@@ -84,8 +86,10 @@ async def publish_once(
 class OutboxPublisher:
     """The API node's publisher: ``hand_over`` after a commit, ``close`` when the node stops."""
 
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, maxlen: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis, *, maxlen: int, begun: BegunConnections | None = None) -> None:
         self._pool = pool
+        #: Where a connection goes after its publish step, its next BEGIN sent (else: to the pool).
+        self._begun = begun
         self._redis = redis
         self._maxlen = maxlen
         self._running: set[asyncio.Task[None]] = set()
@@ -98,8 +102,8 @@ class OutboxPublisher:
         return time.monotonic() >= self._relay_only_until
 
     def hand_over(self, conn: asyncpg.Connection, rows: list[OutboxRow]) -> None:
-        """Publish ``rows`` (oldest first) and release the keys ``conn`` holds, then give ``conn`` back to
-        the pool. In a task of its own: the posts of the commit are answered meanwhile."""
+        """Publish ``rows`` (oldest first) and release the keys ``conn`` holds, then give ``conn`` back
+        (begun ahead, or to the pool). In a task of its own: the posts of the commit are answered meanwhile."""
         task = asyncio.create_task(self._publish(conn, rows))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
@@ -138,7 +142,10 @@ class OutboxPublisher:
                 raise
             log.warning("releasing publish keys failed (%s: %s); connection closed", type(exc).__name__, exc)
             return
-        await self._pool.release(conn)
         if published:
             _NODE_PUBLISHED.inc(len(published))
             _NODE_STEP_SECONDS.observe(time.perf_counter() - started)
+        if self._begun is not None:
+            await self._begun.keep(conn)
+        else:
+            await self._pool.release(conn)

@@ -3,8 +3,9 @@ events to the outbox in one statement, then commits. In an API node (a ``publish
 unit of work takes the publish keys of the conversations it writes (``outbox.KeyLocks``: before their
 row locks, in the repositories' locking reads), its commit statement also returns the rows to publish,
 and after the commit the connection goes to the publisher with those rows, still holding the keys
-(``infrastructure/outbox_publisher.py``). Where no publisher runs (workers, CLI), the statement
-NOTIFYs the relays instead.
+(``infrastructure/outbox_publisher.py``), which, its publish step over, sends the next BEGIN on it and
+leaves it for the next unit of work (``infrastructure/db/begun.py``: one round trip less before an
+ack). Where no publisher runs (workers, CLI), the statement NOTIFYs the relays instead.
 
 The transaction never talks to Redis: an event exists for the rest of the system once its outbox row
 commits, together with the state change it describes (flow 1 of docs/architecture.md); publishing is
@@ -24,6 +25,7 @@ import asyncpg
 from domain import events
 from infrastructure import failpoints
 from infrastructure.db import outbox
+from infrastructure.db.begun import BEGIN_SQL, BegunConnections
 from infrastructure.db.repositories import (
     PendingWrites,
     SqlConversationRepository,
@@ -36,15 +38,6 @@ from infrastructure.db.repositories import (
 OUTBOX_CHANNEL = outbox.CHANNEL
 
 log = logging.getLogger("parley.db")
-
-# BEGIN, and the planner settings of this transaction, in one round trip (the simple-query protocol
-# runs the three statements in one message). Every statement of a unit of work finds rows by key, through
-# arrays of one to a few hundred keys; with custom plans (PostgreSQL's choice for those arrays, whose
-# length a custom plan sees) PostgreSQL planned each statement on every execution, a quarter of its CPU
-# per post under ``bench/fanout.py``. Generic plans are planned once per connection; without sequential
-# scans they are index scans at every table size (a generic plan cannot see that an array holds one
-# key, and on small tables it would scan them). SET LOCAL: the pool's other users are not affected.
-BEGIN_SQL = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
 #: Connections being handed back to their pool after a commit (``SqlUnitOfWork._release_soon``).
 _releasing: set[asyncio.Future[None]] = set()
@@ -80,8 +73,17 @@ class SqlUnitOfWork:
     participants: SqlParticipantRepository
     users: SqlUserRepository
 
-    def __init__(self, pool: asyncpg.Pool, *, shard_count: int, publisher: CommitPublisher | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        shard_count: int,
+        publisher: CommitPublisher | None = None,
+        begun: BegunConnections | None = None,
+    ) -> None:
         self._pool = pool
+        #: Connections with their BEGIN sent ahead (``infrastructure/db/begun.py``), taken before the pool.
+        self._begun = begun
         self._pending = PendingWrites()
         self._shard_count = shard_count
         #: Publishes this unit of work's events after its commit; None: NOTIFY the relays instead.
@@ -106,13 +108,17 @@ class SqlUnitOfWork:
         return self._conn is not None
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._pool.acquire()
-        try:
-            await self._conn.execute(BEGIN_SQL)
-            self._open = True
-        except BaseException:
-            await self._discard_connection()  # __aexit__ does not run when __aenter__ raises
-            raise
+        begun = None if self._begun is None else self._begun.take()
+        if begun is not None:
+            self._conn, self._open = begun, True  # BEGIN_SQL already ran on it
+        else:
+            self._conn = await self._pool.acquire()
+            try:
+                await self._conn.execute(BEGIN_SQL)
+                self._open = True
+            except BaseException:
+                await self._discard_connection()  # __aexit__ does not run when __aenter__ raises
+                raise
         self._pending = PendingWrites()
         self._keys = None if self._publisher is None else outbox.KeyLocks(self._shard_count)
         self.conversations = SqlConversationRepository(self._conn, self._pending, self._keys)

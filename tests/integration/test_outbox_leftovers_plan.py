@@ -15,8 +15,8 @@ import asyncpg
 from domain import events
 from infrastructure.bootstrap import Services, asyncpg_dsn
 from infrastructure.db import outbox
+from infrastructure.db.begun import BEGIN_SQL
 from infrastructure.db.repositories import PendingWrites
-from infrastructure.db.unit_of_work import BEGIN_SQL
 
 #: Keyed rows of keys nobody holds, all in the holder's shard (the rows its keyless branch must not read).
 BACKLOG = 5_000
