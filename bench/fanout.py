@@ -438,7 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         default="websockets",
         help="baseline client: Engine.IO spoken on websockets (as Parley's client) or python-socketio's AsyncClient",
     )
-    parser.add_argument("--skip-baseline", action="store_true", help="run Parley only")
+    parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="skip the (ephemeral) Socket.IO baseline: Parley only (and the durable one, if asked for)",
+    )
     parser.add_argument("--only-baseline", action="store_true", help="run the Socket.IO baseline(s) only")
     parser.add_argument(
         "--durable-baseline",
