@@ -14,8 +14,8 @@ What waiting costs: a connection here is out of the pool (``MAX_READY`` at most,
 shows as "idle in transaction" in ``pg_stat_activity``. Its transaction has no snapshot and no
 transaction id yet (BEGIN and SET LOCAL take none), so it holds back neither vacuum nor anyone's
 locks. It waits at most ``READY_SECONDS``: then it is rolled back and given back to the pool, so an
-idle node keeps no open transaction, and a server-side ``idle_in_transaction_session_timeout`` of a
-second or more never ends one. A connection that PostgreSQL closed meanwhile is not handed out.
+idle node keeps no open transaction, and a server-side ``idle_in_transaction_session_timeout`` longer
+than a second never ends one. A connection that PostgreSQL closed meanwhile is not handed out.
 """
 
 from __future__ import annotations

@@ -52,6 +52,12 @@ async def test_a_post_starts_on_the_connection_the_publisher_left_begun(services
     await publisher.close()  # its publish step over, the connection waits with its BEGIN sent
     assert services.begun.ready == 1
     assert await _idle_in_transaction(services.pg) == 1
+    # ... holding no snapshot and no transaction id: it holds back neither vacuum nor anyone's locks.
+    holding = await services.pg.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
+        " AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)"
+    )
+    assert holding == 0
     used = _count("used")
 
     second = await services.posts.post(_send(conv, owner))
