@@ -10,12 +10,12 @@ right away and leaves the connection here; the next unit of work takes it and st
 real statement (``SqlUnitOfWork.__aenter__``). When none is here, a unit of work takes a connection
 from the pool and sends BEGIN itself, as before.
 
-What waiting costs: a connection here is out of the pool (``MAX_READY`` at most, one by default) and
-shows as "idle in transaction" in ``pg_stat_activity``. Its transaction has no snapshot and no
-transaction id yet (BEGIN and SET LOCAL take none), so it holds back neither vacuum nor anyone's
-locks. It waits at most ``READY_SECONDS``: then it is rolled back and given back to the pool, so an
-idle node keeps no open transaction, and a server-side ``idle_in_transaction_session_timeout`` longer
-than a second never ends one. A connection that PostgreSQL closed meanwhile is not handed out.
+What waiting costs: the one connection here is out of the pool, and it shows as "idle in
+transaction" in ``pg_stat_activity``. Its transaction has no snapshot and no transaction id yet
+(BEGIN and SET LOCAL take none), so it holds back neither vacuum nor anyone's locks. It waits at most
+``READY_SECONDS``: then it is rolled back and given back to the pool, so an idle node keeps no open
+transaction, and a server-side ``idle_in_transaction_session_timeout`` longer than a second never
+ends one. A connection that PostgreSQL closed meanwhile is not handed out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 
 import asyncpg
 from prometheus_client import Counter
@@ -39,9 +38,7 @@ log = logging.getLogger("parley.db")
 # key, and on small tables it would scan them). SET LOCAL: the pool's other users are not affected.
 BEGIN_SQL = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off"
 
-#: Connections waiting with their BEGIN sent, at most.
-MAX_READY = 1
-#: How long one waits before it is rolled back and given back to the pool.
+#: How long the connection waits before it is rolled back and given back to the pool.
 READY_SECONDS = 1.0
 
 BEGUN_AHEAD = Counter(
@@ -54,38 +51,41 @@ _USED, _EXPIRED, _LOST = (BEGUN_AHEAD.labels(o) for o in ("used", "expired", "lo
 
 
 class BegunConnections:
-    """``keep`` a connection out of any transaction (BEGIN is sent here); ``take`` one in a transaction."""
+    """``keep`` a connection out of any transaction (BEGIN is sent here); ``take`` it in a transaction.
+    One waits at most: with one transaction in flight per node, a second would never be taken in time."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_ready: int = MAX_READY, ready_seconds: float = READY_SECONDS) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, ready_seconds: float = READY_SECONDS) -> None:
         self._pool = pool
-        self._max_ready = max_ready
         self._ready_seconds = ready_seconds
-        self._ready: deque[tuple[asyncpg.Connection, asyncio.TimerHandle]] = deque()
+        #: The waiting connection and the timer that gives it back.
+        self._waiting: tuple[asyncpg.Connection, asyncio.TimerHandle] | None = None
         #: Rollbacks and releases in flight (the loop keeps only weak references to tasks).
         self._returning: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def ready(self) -> int:
-        return len(self._ready)
+        """Connections waiting: 0 or 1."""
+        return 0 if self._waiting is None else 1
 
     def take(self) -> asyncpg.Connection | None:
         """A connection with its BEGIN sent, for the caller to use and then commit or roll back (it is
         the caller's from now on, as if acquired from the pool and begun); None when there is none."""
-        while self._ready:
-            conn, timer = self._ready.popleft()
-            timer.cancel()
-            if _alive(conn):
-                _USED.inc()
-                return conn
-            _LOST.inc()
-            self._give_back(conn, rollback=False)
+        if self._waiting is None:
+            return None
+        (conn, timer), self._waiting = self._waiting, None
+        timer.cancel()
+        if _alive(conn):
+            _USED.inc()
+            return conn
+        _LOST.inc()
+        self._give_back(conn, rollback=False)
         return None
 
     async def keep(self, conn: asyncpg.Connection) -> None:
         """Send BEGIN on ``conn`` (acquired from the pool, in no transaction) and keep it for the next
-        ``take``; when enough wait already, or the BEGIN fails, it goes back to the pool instead."""
-        if self._closed or len(self._ready) >= self._max_ready:
+        ``take``; when one waits already, or the BEGIN fails, it goes back to the pool instead."""
+        if self._closed or self._waiting is not None:
             await self._pool.release(conn)
             return
         try:
@@ -95,29 +95,26 @@ class BegunConnections:
             _terminate(conn)
             await self._pool.release(conn)
             return
-        if self._closed or len(self._ready) >= self._max_ready:  # filled (or closed) while the BEGIN ran
+        if self._closed or self._waiting is not None:  # filled (or closed) while the BEGIN ran
             await self._roll_back_and_release(conn)
             return
-        timer = asyncio.get_running_loop().call_later(self._ready_seconds, self._expire, conn)
-        self._ready.append((conn, timer))
+        self._waiting = (conn, asyncio.get_running_loop().call_later(self._ready_seconds, self._expire, conn))
 
     async def close(self) -> None:
-        """Roll back and give back every waiting connection; from now on ``keep`` keeps none."""
+        """Roll back and give back the waiting connection; from now on ``keep`` keeps none."""
         self._closed = True
-        while self._ready:
-            conn, timer = self._ready.popleft()
+        if self._waiting is not None:
+            (conn, timer), self._waiting = self._waiting, None
             timer.cancel()
             self._give_back(conn, rollback=_alive(conn))
         while self._returning:
             await asyncio.gather(*self._returning, return_exceptions=True)
 
     def _expire(self, conn: asyncpg.Connection) -> None:
-        for entry in self._ready:
-            if entry[0] is conn:
-                self._ready.remove(entry)
-                _EXPIRED.inc()
-                self._give_back(conn, rollback=True)
-                return
+        if self._waiting is not None and self._waiting[0] is conn:
+            self._waiting = None
+            _EXPIRED.inc()
+            self._give_back(conn, rollback=True)
 
     def _give_back(self, conn: asyncpg.Connection, *, rollback: bool) -> None:
         task = asyncio.ensure_future(self._roll_back_and_release(conn) if rollback else self._pool.release(conn))
