@@ -85,7 +85,7 @@ class BegunConnections:
     async def keep(self, conn: asyncpg.Connection) -> None:
         """Send BEGIN on ``conn`` (acquired from the pool, in no transaction) and keep it for the next
         ``take``; when one waits already, or the BEGIN fails, it goes back to the pool instead."""
-        if self._closed or self._waiting is not None:
+        if self._full():
             await self._pool.release(conn)
             return
         try:
@@ -95,10 +95,14 @@ class BegunConnections:
             _terminate(conn)
             await self._pool.release(conn)
             return
-        if self._closed or self._waiting is not None:  # filled (or closed) while the BEGIN ran
+        if self._full():  # filled (or closed) while the BEGIN ran
             await self._roll_back_and_release(conn)
             return
         self._waiting = (conn, asyncio.get_running_loop().call_later(self._ready_seconds, self._expire, conn))
+
+    def _full(self) -> bool:
+        """No room for another connection: one waits, or this was closed."""
+        return self._closed or self._waiting is not None
 
     async def close(self) -> None:
         """Roll back and give back the waiting connection; from now on ``keep`` keeps none."""
